@@ -1,0 +1,6 @@
+#ifndef TM_ELEMENTWISE_H
+#define TM_ELEMENTWISE_H
+
+#include <stdint.h>
+
+#endif

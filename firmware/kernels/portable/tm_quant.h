@@ -1,0 +1,45 @@
+/* TFLite's fixed-point requantization arithmetic, the specification every tinymem kernel follows.
+ *
+ * Written from the definitions (gemmlowp's SaturatingRoundingDoublingHighMul and
+ * RoundingDivideByPOT, TFLite's MultiplyByQuantizedMultiplier): integer only, no float. */
+#ifndef TM_QUANT_H
+#define TM_QUANT_H
+
+#include <stdint.h>
+
+/* round(a * b / 2^31), rounding half away from zero; saturates the one overflowing case. */
+static inline int32_t tm_sat_round_doubling_high_mul(int32_t a, int32_t b)
+{
+    if (a == INT32_MIN && b == INT32_MIN) {
+        return INT32_MAX;
+    }
+    const int64_t ab = (int64_t)a * (int64_t)b;
+    const int64_t nudge = ab >= 0 ? (INT64_C(1) << 30) : (INT64_C(1) - (INT64_C(1) << 30));
+    return (int32_t)((ab + nudge) / (INT64_C(1) << 31)); /* C division truncates toward zero */
+}
+
+/* x / 2^exponent, rounding half away from zero. */
+static inline int32_t tm_rounding_divide_by_pot(int32_t x, int exponent)
+{
+    const int32_t mask = (int32_t)((UINT32_C(1) << exponent) - 1u);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/* x * multiplier * 2^(shift - 31) with TFLite's double rounding. The left shift wraps like
+ * TFLite's `x * (1 << left_shift)` does in practice, without signed-overflow UB. */
+static inline int32_t tm_requantize(int32_t x, int32_t multiplier, int32_t shift)
+{
+    const int left = shift > 0 ? shift : 0;
+    const int right = shift > 0 ? 0 : -shift;
+    const int32_t shifted = (int32_t)((uint32_t)x << left);
+    return tm_rounding_divide_by_pot(tm_sat_round_doubling_high_mul(shifted, multiplier), right);
+}
+
+static inline int8_t tm_clamp_s8(int32_t v, int32_t lo, int32_t hi)
+{
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+#endif /* TM_QUANT_H */

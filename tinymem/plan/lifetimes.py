@@ -1,0 +1,116 @@
+"""Tensor lifetimes -> the buffers a planner places, and the overlaps it may use.
+
+A buffer is one region of the arena: an activation tensor (RESHAPE outputs are merged into their
+input's buffer) or an op's scratch. Ops run in graph order; a buffer is live from the op that
+first writes it to the op that last reads it, inclusive. Graph inputs are live from op 0, graph
+outputs to the last op.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..model.graph import Graph
+from ..ops import opdef
+
+
+@dataclass
+class Buffer:
+    id: int
+    size: int
+    first: int
+    last: int
+    tensors: list[int] = field(default_factory=list)
+    scratch_of: int | None = None  # op index, for scratch buffers
+
+    def live_at(self, step: int) -> bool:
+        return self.first <= step <= self.last
+
+    def overlaps_in_time(self, other: "Buffer") -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+    @property
+    def label(self) -> str:
+        return f"scratch of op {self.scratch_of}" if self.scratch_of is not None else f"tensor {self.tensors[0]}"
+
+
+@dataclass(frozen=True)
+class Permit:
+    """Buffer `inp` may overlap buffer `out` when offset(inp) - offset(out) >= min_delta."""
+
+    op: int
+    inp: int
+    out: int
+    min_delta: int
+
+
+@dataclass
+class Lifetimes:
+    buffers: list[Buffer]
+    tensor_buffer: dict[int, int]  # tensor index -> buffer id
+    permits: list[Permit]
+
+    def permit(self, a: int, b: int) -> Permit | None:
+        for p in self.permits:
+            if {p.inp, p.out} == {a, b}:
+                return p
+        return None
+
+
+def compute_lifetimes(g: Graph, use_overlaps: bool = True) -> Lifetimes:
+    n = len(g.ops)
+    root: dict[int, int] = {}  # alias tensor -> tensor that owns the bytes
+
+    def owner(t: int) -> int:
+        while t in root:
+            t = root[t]
+        return t
+
+    for op in g.ops:
+        if opdef(op).is_alias(op, g) and not g.t(op.inputs[0]).is_const:
+            root[op.outputs[0]] = op.inputs[0]
+
+    buffers: dict[int, Buffer] = {}
+    tensor_buffer: dict[int, int] = {}
+    for t in g.activations():
+        o = owner(t.index)
+        if o not in buffers:
+            buffers[o] = Buffer(id=len(buffers), size=g.t(o).nbytes, first=n, last=-1)
+        buffers[o].tensors.append(t.index)
+        tensor_buffer[t.index] = buffers[o].id
+
+    by_id = {b.id: b for b in buffers.values()}
+
+    def touch(tensor: int, step: int) -> None:
+        b = by_id[tensor_buffer[tensor]]
+        b.first, b.last = min(b.first, step), max(b.last, step)
+
+    for t in g.inputs:
+        touch(t, 0)
+    for op in g.ops:
+        for t in op.inputs + op.outputs:
+            if t >= 0 and t in tensor_buffer:
+                touch(t, op.index)
+    for t in g.outputs:
+        touch(t, n - 1)
+
+    out = sorted(by_id.values(), key=lambda b: b.id)
+    for op in g.ops:
+        scratch = opdef(op).scratch_bytes(op, g)
+        if scratch > 0:
+            out.append(Buffer(id=len(out), size=scratch, first=op.index, last=op.index, scratch_of=op.index))
+
+    permits: list[Permit] = []
+    if use_overlaps:
+        for op in g.ops:
+            d = opdef(op)
+            if d.is_alias(op, g):
+                continue
+            for ov in d.overlaps(op, g):
+                tin = op.inputs[ov.input_pos]
+                if tin < 0 or tin not in tensor_buffer:
+                    continue
+                bin_, bout = tensor_buffer[tin], tensor_buffer[op.outputs[0]]
+                # The input's bytes may only be overwritten if nothing reads them after this op.
+                if bin_ != bout and out[bin_].last == op.index and out[bout].first == op.index:
+                    permits.append(Permit(op.index, bin_, bout, ov.min_delta))
+    return Lifetimes(out, tensor_buffer, permits)

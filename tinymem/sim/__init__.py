@@ -1,0 +1,3 @@
+from .host import HostModel, build_host
+
+__all__ = ["HostModel", "build_host"]

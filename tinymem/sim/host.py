@@ -1,0 +1,104 @@
+"""Host simulation: generate C, compile it with the host compiler, stream samples through it."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TinymemError
+from ..model.graph import Graph
+from ..plan.memory import MemoryPlan
+
+WARN_FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wdouble-promotion"]
+SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+
+
+def host_cc() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise TinymemError("no host C compiler found (install gcc, or set CC)")
+    return cc
+
+
+def sample_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape of one sample of a model input/output: the tensor shape without a leading batch of 1.
+
+    Arrays of N samples are [N, *sample_shape]; for the usual batch-1 model that is [N, *shape[1:]].
+    """
+    return tuple(shape[1:]) if len(shape) > 0 and shape[0] == 1 else tuple(shape)
+
+
+@dataclass
+class HostModel:
+    graph: Graph
+    plan: MemoryPlan
+    exe: Path
+    workdir: Path
+
+    def run(self, inputs: list[np.ndarray] | np.ndarray, repeat: int = 0, timeout: float = 600) -> list[np.ndarray]:
+        """Run N samples; inputs[i] is int8 [N, *input_shape[1:]]. Returns outputs [N, *out_shape[1:]]."""
+        arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+        g = self.graph
+        if len(arrays) != len(g.inputs):
+            raise TinymemError(f"model has {len(g.inputs)} input(s), got {len(arrays)} array(s)")
+        n = None
+        for pos, (arr, ti) in enumerate(zip(arrays, g.inputs)):
+            t = g.t(ti)
+            want = sample_shape(t.shape)
+            if arr.dtype != np.int8:
+                raise TinymemError(f"input {pos}: dtype {arr.dtype}, expected int8 (quantize with scale "
+                                   f"{t.quant.scale[0]:.6g}, zero point {int(t.quant.zero_point[0])})")
+            if tuple(arr.shape[1:]) != want:
+                raise TinymemError(f"input {pos}: shape {list(arr.shape)}, expected [N, {', '.join(map(str, want))}]")
+            if n is not None and arr.shape[0] != n:
+                raise TinymemError(f"inputs disagree on N: {n} vs {arr.shape[0]}")
+            n = arr.shape[0]
+        per_sample = [np.ascontiguousarray(a).reshape(n, -1) for a in arrays]
+        payload = b"".join(b"".join(a[i].tobytes() for a in per_sample) for i in range(n))
+        args = [str(self.exe)] + ([str(repeat)] if repeat else [])
+        try:
+            proc = subprocess.run(args, input=payload, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TinymemError(f"host simulation timed out after {timeout:.0f} s") from None
+        if proc.returncode != 0:
+            raise TinymemError(f"host simulation failed (exit {proc.returncode}): {proc.stderr.decode(errors='replace').strip()[-2000:]}")
+        self.last_stderr = proc.stderr.decode(errors="replace")
+        outs = []
+        raw = np.frombuffer(proc.stdout, dtype=np.int8)
+        sizes = [g.t(t).size for t in g.outputs]
+        if raw.size != n * sum(sizes):
+            raise TinymemError(f"host simulation wrote {raw.size} bytes, expected {n * sum(sizes)}")
+        per = raw.reshape(n, sum(sizes))
+        at = 0
+        for t, size in zip(g.outputs, sizes):
+            outs.append(per[:, at:at + size].reshape((n,) + sample_shape(g.t(t).shape)).copy())
+            at += size
+        return outs
+
+    def us_per_invoke(self) -> float:
+        for line in getattr(self, "last_stderr", "").splitlines():
+            if line.startswith("us_per_invoke"):
+                return float(line.split()[1])
+        raise TinymemError("no timing: run with repeat > 0")
+
+
+def build_host(g: Graph, plan: MemoryPlan, workdir: str | Path | None = None, sanitize: bool = False,
+               opt: str = "-O2") -> HostModel:
+    """Render the model and compile it for the host (warnings are errors)."""
+    from codegen import render_model  # codegen depends on tinymem, not the other way round at import
+
+    workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tinymem-sim-"))
+    files = render_model(g, plan, workdir, host_main=True)
+    sources = sorted(str(f) for f in files if f.suffix == ".c")
+    exe = workdir / ("model_asan" if sanitize else "model")
+    flags = WARN_FLAGS + (SANITIZE_FLAGS if sanitize else [opt])
+    cmd = [host_cc(), *flags, "-I", str(workdir), *sources, "-o", str(exe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise TinymemError(f"compiling the generated C failed:\n{proc.stderr[-4000:]}")
+    return HostModel(g, plan, exe, workdir)
