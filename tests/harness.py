@@ -19,9 +19,14 @@ def random_inputs(g, rng, n=3):
     return [rng.integers(-128, 128, size=(n,) + sample_shape(g.t(i).shape)).astype(np.int8) for i in g.inputs]
 
 
-def assert_bit_exact(model: bytes, rng, n=3, inputs=None, planner="tinymem", sanitize=None, tmp_path=None):
+def assert_bit_exact(model: bytes, rng, n=3, inputs=None, planner="tinymem", sanitize=None, tmp_path=None,
+                     align=None):
+    """Plan, generate, compile and run `model` on the host; fail unless every output equals LiteRT's.
+
+    With the default overlap-aware planner a one-op model's output overlaps its input whenever
+    the op permits it, so these runs also check each kernel's overlap rule."""
     g = parse_tflite(model, "test model")
-    plan = make_plan(g, planner)
+    plan = make_plan(g, planner, align=align)
     host = build_host(g, plan, tmp_path, sanitize=SANITIZE if sanitize is None else sanitize)
     inputs = inputs if inputs is not None else random_inputs(g, rng, n)
     ours = host.run(inputs)

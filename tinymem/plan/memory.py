@@ -71,12 +71,13 @@ def _live_bytes(lt: Lifetimes, offsets: dict[int, int], step: int) -> int:
     return total
 
 
-def make_plan(g: Graph, planner: str = "tinymem") -> MemoryPlan:
+def make_plan(g: Graph, planner: str = "tinymem", align: int | None = None) -> MemoryPlan:
+    """Plan the arena with the named planner; `align` overrides its byte alignment of offsets."""
     validate_graph(g)
     if planner not in PLANNERS:
         raise TinymemError(f"unknown planner '{planner}'; choose one of {', '.join(PLANNERS)}")
     lt = compute_lifetimes(g, use_overlaps=(planner != "greedy"))
-    placement = PLANNERS[planner]().place(lt)
+    placement = (PLANNERS[planner](align) if align else PLANNERS[planner]()).place(lt)
     check_placement(lt, placement)
     layers = []
     for op in g.ops:
