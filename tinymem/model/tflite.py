@@ -18,6 +18,7 @@ from .graph import Graph, Op, Quant, Tensor
 _TENSOR_TYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8"}
 _OPCODE_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
 _OPTION_NAMES = {v: k for k, v in vars(tflite.BuiltinOptions).items() if not k.startswith("_")}
+MAX_TENSOR_BYTES = 1 << 31  # beyond any MCU's memory: a larger shape means a corrupt file
 _SKIP_GETTERS = ("GetRootAs", "Init", "_")
 _SKIP_SUFFIXES = ("Length", "IsNone", "BufferHasIdentifier")
 
@@ -71,9 +72,14 @@ class _Reader:
         ops = [self.op(sg.Operators(i), i) for i in range(self.count(sg.OperatorsLength(), "operator list"))]
         inputs = [int(i) for i in self._ints(sg.InputsAsNumpy())]
         outputs = [int(i) for i in self._ints(sg.OutputsAsNumpy())]
-        for i in inputs + outputs + [t for op in ops for t in op.inputs + op.outputs]:
-            if i >= len(tensors):
-                raise TinymemError(f"{self.name}: corrupt flatbuffer (tensor index {i} of {len(tensors)})")
+        n = len(tensors)
+        for where, idx, optional in (
+            [("graph input", i, False) for i in inputs] + [("graph output", i, False) for i in outputs]
+            + [(f"op {op.index} input", i, True) for op in ops for i in op.inputs]
+            + [(f"op {op.index} output", i, False) for op in ops for i in op.outputs]
+        ):
+            if not (0 <= idx < n or (optional and idx == -1)):
+                raise TinymemError(f"{self.name}: corrupt flatbuffer ({where} refers to tensor {idx}; there are {n})")
         name = sg.Name().decode(errors="replace") if sg.Name() else "model"
         return Graph(name=name, tensors=tensors, ops=ops, inputs=inputs, outputs=outputs)
 
@@ -89,6 +95,13 @@ class _Reader:
         shape = tuple(self._ints(t.ShapeAsNumpy()))
         name = t.Name().decode(errors="replace") if t.Name() else f"t{index}"
         tensor = Tensor(index=index, name=name, shape=shape, dtype=dtype)
+        if any(d < 0 for d in shape):
+            raise UnsupportedError(f"{self.name}: {tensor.describe()} has a dynamic or negative dimension")
+        if tensor.nbytes > MAX_TENSOR_BYTES:
+            raise TinymemError(
+                f"{self.name}: {tensor.describe()} would take {tensor.nbytes:,} bytes: corrupt, or far too large "
+                "for a microcontroller"
+            )
         q = t.Quantization()
         if q is not None and q.ScaleLength() > 0:
             self.count(q.ScaleLength(), f"tensor {index} scale list")

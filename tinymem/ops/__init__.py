@@ -33,7 +33,12 @@ def validate_graph(g: Graph) -> None:
     if not g.ops:
         raise UnsupportedError(f"model '{g.name}' has no ops")
     for op in g.ops:
-        opdef(op).validate(op, g)
+        d = opdef(op)
+        try:
+            d.validate(op, g)
+        except (IndexError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            # A malformed op (wrong arity, missing quantization...) in a corrupt or hand-made file.
+            raise UnsupportedError(f"{op.describe()}: malformed op ({type(exc).__name__}: {exc})") from None
 
 
 # Importing the families fills REGISTRY.

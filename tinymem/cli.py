@@ -1,0 +1,177 @@
+"""The `tinymem` command line: parse arguments, call the stages, print. No computing here."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+from rich.console import Console
+
+from .errors import TinymemError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _load(model: str):
+    from .model import load_tflite
+
+    return load_tflite(model)
+
+
+def _plan(g, planner: str):
+    from .plan import make_plan
+
+    return make_plan(g, planner)
+
+
+def _print_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tinymem")
+def cli() -> None:
+    """tinymem: run int8 neural networks on microcontrollers with 256 KB of SRAM or less."""
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--tensors", is_flag=True, help="Also list every tensor with its quantization.")
+def inspect(model: str, as_json: bool, tensors: bool) -> None:
+    """Ops, tensors, shapes, quantization, MACs and weight bytes of MODEL."""
+    from .report.inspect import model_summary, ops_table, tensors_table
+
+    g = _load(model)
+    summary = model_summary(g)
+    if as_json:
+        _print_json(summary)
+        return
+    console.print(ops_table(g, summary))
+    if tensors:
+        console.print(tensors_table(g))
+    console.print(f"inputs {summary['inputs']}  outputs {summary['outputs']}  "
+                  f"{'all ops supported' if summary['supported'] else '[red]some ops are not supported[/red]'}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a per-layer memory plot (PNG).")
+@click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True,
+              help="greedy = TFLite Micro's greedy-by-size planner (the baseline).")
+def plan(model: str, as_json: bool, plot: str | None, planner: str) -> None:
+    """Static memory plan of MODEL: arena offsets, peak SRAM, flash, MACs, per-layer live bytes."""
+    g = _load(model)
+    p = _plan(g, planner)
+    baseline = _plan(g, "greedy") if planner != "greedy" else None
+    if plot:
+        from .report.plots import plot_plan
+
+        plot_plan(p, plot, baseline=baseline)
+    if as_json:
+        d = p.as_dict()
+        if baseline is not None:
+            d["baseline"] = {"planner": "greedy", "peak_sram_bytes": baseline.peak_sram_bytes,
+                             "arena_bytes": baseline.arena_bytes}
+        _print_json(d)
+        return
+    from .report.tables import plan_table
+
+    console.print(plan_table(p))
+    line = f"peak SRAM {p.peak_sram_bytes:,} B (arena {p.arena_bytes:,} B), flash {p.flash_bytes:,} B, {p.macs:,} MACs"
+    if baseline is not None:
+        line += f"; greedy-by-size (TFLM's planner) {baseline.arena_bytes:,} B = {p.arena_bytes / baseline.arena_bytes:.2f}x"
+    console.print(line)
+    if plot:
+        console.print(f"plot written to {plot}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True)
+def codegen(model: str, out_dir: str, planner: str) -> None:
+    """Generate C for MODEL: tinymem_model.{c,h} and the portable kernels, into OUT."""
+    from codegen import render_model
+
+    g = _load(model)
+    p = _plan(g, planner)
+    files = render_model(g, p, out_dir)
+    console.print(f"wrote {len(files)} files to {out_dir} (arena {p.arena_bytes:,} B, flash {p.flash_bytes:,} B)")
+
+
+def _load_npy(path: str) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise TinymemError(f"{path}: no such file") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise TinymemError(f"{path}: not a readable .npy array ({exc})") from None
+
+
+def _save_outputs(path: str, outputs: list[np.ndarray]) -> None:
+    try:
+        if len(outputs) == 1:
+            np.save(path, outputs[0])
+        elif path.endswith(".npz"):
+            np.savez(path, **{f"output_{k}": o for k, o in enumerate(outputs)})
+        else:
+            raise TinymemError(f"the model has {len(outputs)} outputs: give an --output ending in .npz")
+    except OSError as exc:
+        raise TinymemError(f"cannot write {path}: {exc.strerror}") from None
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--input", "inputs", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="int8 .npy [N, *input_shape[1:]]; repeat for each model input.")
+@click.option("--output", required=True, type=click.Path(dir_okay=False), help="Where to write int8 outputs (.npy).")
+@click.option("--sanitize", is_flag=True, help="Build with ASan/UBSan.")
+@click.option("--keep", type=click.Path(file_okay=False), help="Keep the generated C and binary in this directory.")
+@click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True)
+def sim(model: str, inputs: tuple[str, ...], output: str, sanitize: bool, keep: str | None, planner: str) -> None:
+    """Generate C, compile it for the host, run every input sample through it."""
+    from .sim import build_host
+
+    g = _load(model)
+    arrays = [_load_npy(p) for p in inputs]
+    p = _plan(g, planner)
+    with console.status("compiling the generated C for the host"):
+        host = build_host(g, p, keep, sanitize=sanitize)
+    outs = host.run(arrays)
+    _save_outputs(output, outs)
+    console.print(f"ran {arrays[0].shape[0]} sample(s); wrote {output}")
+
+
+@cli.command()
+def demo() -> None:
+    """The main job on a bundled model: inspect, plan (vs TFLM's planner), generate C, run on the host."""
+    from .demo import run_demo
+
+    run_demo(console)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="tinymem", standalone_mode=False)
+    except TinymemError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 1
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except MemoryError:
+        err_console.print("[red]error:[/red] out of memory")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
