@@ -24,7 +24,7 @@ def fc_model(rng, batches, in_f, out_f, act="NONE", bias=True, per_channel=False
     return m.build([x], [y])
 
 
-@pytest.mark.parametrize("case", range(12))
+@pytest.mark.parametrize("case", range(24))
 def test_fully_connected_random(case, rng, tmp_path):
     batches = int(rng.integers(1, 4))
     in_f, out_f = int(rng.integers(1, 70)), int(rng.integers(1, 40))

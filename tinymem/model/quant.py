@@ -1,7 +1,7 @@
 """TFLite's quantization arithmetic, on the host side: multipliers and shifts computed at codegen time.
 
-The spec is TFLite's reference arithmetic (`QuantizeMultiplier`, `MultiplyByQuantizedMultiplier`,
-gemmlowp's rounding). The integer functions here mirror what the C kernels do, so that Python
+The spec is TFLite's reference arithmetic (`QuantizeMultiplier`, `MultiplyByQuantizedMultiplier`
+in the single-rounding form LiteRT is built with, gemmlowp's fixed-point rounding). The integer functions here mirror what the C kernels do, so that Python
 tests and planners can reason about exact results without compiling anything.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
         shift += 1
     if shift < -31:  # too small to represent: TFLite flushes to zero
         return 0, 0
-    if shift > 30:
-        raise TinymemError(f"multiplier {real!r} is too large for a 32-bit fixed-point multiplier")
+    if shift > 30:  # single-rounding requantization supports shifts up to 30: saturate like TFLite
+        return (1 << 31) - 1, 30
     return q, shift
 
 
@@ -67,6 +67,14 @@ def wrap_int32(x: int) -> int:
 
 
 def multiply_by_quantized_multiplier(x: int, mult: int, shift: int) -> int:
+    """TFLite's single-rounding MultiplyByQuantizedMultiplier (what LiteRT BUILTIN_REF computes)."""
+    total = 31 - shift
+    result = (x * mult + (1 << (total - 1))) >> total
+    return min(max(result, INT32_MIN), INT32_MAX)
+
+
+def multiply_by_quantized_multiplier_double_rounding(x: int, mult: int, shift: int) -> int:
+    """The gemmlowp double-rounding form (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT)."""
     left = max(shift, 0)
     right = max(-shift, 0)
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(wrap_int32(x * (1 << left)), mult), right)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..model.quant import quantize_multiplier
+
 from . import register
 from .base import (
     Kernel, OpDef, Overlap, check_shape, check_symmetric_weights, const_input, fused_range,
@@ -52,7 +54,13 @@ class FullyConnected(OpDef):
             bias += g.t(op.inputs[2]).data.astype(np.int64)
         # Fold the input zero point into the bias: sum((x - zx) * w) = sum(x * w) - zx * sum(w).
         folded = bias - in_zp * w.data.astype(np.int64).sum(axis=1)
-        mult, shift = per_channel_requant(in_scale, w.quant.scale, out_scale, out_f)
+        if w.quant.per_channel:
+            mult, shift = per_channel_requant(in_scale, w.quant.scale, out_scale, out_f)
+        else:
+            # LiteRT's per-tensor path multiplies the two scales in float32 before widening to
+            # double (GetQuantizedConvolutionMultipler); the per-channel path multiplies in double.
+            m, s = quantize_multiplier(float(np.float32(in_scale) * np.float32(w.quant.scale[0])) / float(out_scale))
+            mult, shift = np.full(out_f, m, np.int32), np.full(out_f, s, np.int32)
         act_min, act_max = fused_range(op, out)
         k = Kernel(prefix, "tm_fully_connected_s8", "tm_fully_connected_params")
         k.fields = {

@@ -1,7 +1,8 @@
 /* TFLite's fixed-point requantization arithmetic, the specification every tinymem kernel follows.
  *
- * Written from the definitions (gemmlowp's SaturatingRoundingDoublingHighMul and
- * RoundingDivideByPOT, TFLite's MultiplyByQuantizedMultiplier): integer only, no float. */
+ * Written from the definitions (TFLite's MultiplyByQuantizedMultiplier in its single-rounding
+ * form; gemmlowp's SaturatingRoundingDoublingHighMul and RoundingDivideByPOT for the fixed-point
+ * math some activations use): integer only, no float. */
 #ifndef TM_QUANT_H
 #define TM_QUANT_H
 
@@ -27,9 +28,25 @@ static inline int32_t tm_rounding_divide_by_pot(int32_t x, int exponent)
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
-/* x * multiplier * 2^(shift - 31) with TFLite's double rounding. The left shift wraps like
- * TFLite's `x * (1 << left_shift)` does in practice, without signed-overflow UB. */
+/* x * multiplier * 2^(shift - 31), rounded once, half toward +infinity.
+ *
+ * This is TFLite's MultiplyByQuantizedMultiplier as LiteRT (ai-edge-litert 2.x) and CMSIS-NN build
+ * it: the TFLITE_SINGLE_ROUNDING variant, one 64-bit product and one rounding shift. The older
+ * gemmlowp double rounding (tm_sat_round_doubling_high_mul + tm_rounding_divide_by_pot) differs
+ * by 1 LSB when the first rounding lands on a half; measured against BUILTIN_REF, single rounding
+ * is the one that matches. `shift` is in [-31, 30] (quantize_multiplier guarantees it). */
 static inline int32_t tm_requantize(int32_t x, int32_t multiplier, int32_t shift)
+{
+    const int total_shift = 31 - shift;
+    const int64_t round = INT64_C(1) << (total_shift - 1);
+    /* >> of a negative int64 is an arithmetic shift on every compiler we target (GCC, Clang). */
+    const int64_t result = ((int64_t)x * (int64_t)multiplier + round) >> total_shift;
+    return (int32_t)(result < INT32_MIN ? INT32_MIN : (result > INT32_MAX ? INT32_MAX : result));
+}
+
+/* The gemmlowp double-rounding requantization, for kernels whose reference still uses it
+ * explicitly (some fixed-point activation paths). */
+static inline int32_t tm_requantize_double_rounding(int32_t x, int32_t multiplier, int32_t shift)
 {
     const int left = shift > 0 ? shift : 0;
     const int right = shift > 0 ? 0 : -shift;
