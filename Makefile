@@ -5,13 +5,21 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tinymem-installed
 JOBS   ?= 2
 
-.PHONY: setup demo test test-fast bench zoo clean
+.PHONY: setup deps demo test bench zoo clean
 
 setup: $(STAMP)
 
-# The host C compiler is the only system dependency of the spine (CI machines have it; say so if not).
-$(STAMP): pyproject.toml
-	@command -v cc >/dev/null || command -v gcc >/dev/null || { echo "tinymem needs a C compiler: apt-get install gcc"; exit 1; }
+APT_PACKAGES := gcc libc6-dev gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+
+# System packages: installed when missing (needs root, as on CI); otherwise say what to install.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	  else echo "tinymem needs: sudo apt-get install --no-install-recommends $$missing"; exit 1; fi; \
+	fi
+
+$(STAMP): pyproject.toml | deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
