@@ -94,12 +94,20 @@ def plan(model: str, as_json: bool, plot: str | None, planner: str) -> None:
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True)
-def codegen(model: str, out_dir: str, planner: str) -> None:
-    """Generate C for MODEL: tinymem_model.{c,h} and the portable kernels, into OUT."""
-    from codegen import render_model
-
+@click.option("--board", help="Write a PlatformIO project for this board (see `tinymem boards`) instead of a bare C bundle.")
+def codegen(model: str, out_dir: str, planner: str, board: str | None) -> None:
+    """Generate C for MODEL into OUT: tinymem_model.{c,h} + kernels, or a whole PlatformIO project with --board."""
     g = _load(model)
     p = _plan(g, planner)
+    if board:
+        from .build.platformio import render_project
+
+        render_project(g, p, board, out_dir)
+        console.print(f"wrote a PlatformIO project for {board} to {out_dir} (arena {p.arena_bytes:,} B, "
+                      f"flash {p.flash_bytes:,} B); build and flash it with `tinymem flash {out_dir}`")
+        return
+    from codegen import render_model
+
     files = render_model(g, p, out_dir)
     console.print(f"wrote {len(files)} files to {out_dir} (arena {p.arena_bytes:,} B, flash {p.flash_bytes:,} B)")
 
@@ -173,5 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+from . import cli_board  # noqa: E402,F401  (registers boards, flash, run on the group above)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m tinymem.cli`, this file is `__main__`, but cli_board registers its commands on
+    # the `cli` of the real module `tinymem.cli`: dispatch through that one.
+    from tinymem.cli import main as _main
+
+    sys.exit(_main())

@@ -1,1 +1,252 @@
-"""(op family not implemented yet)"""
+"""CONV_2D and DEPTHWISE_CONV_2D: int8 NHWC convolution, per-channel requantization.
+
+Geometry (output size, SAME/VALID padding) follows TFLite's ComputePaddingHeightWidth; the
+arithmetic follows its reference ConvPerChannel / DepthwiseConvPerChannel kernels, with the input
+zero point folded into the bias (see tm_conv.h for why borders stay exact).
+"""
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+
+import numpy as np
+
+from . import register
+from .base import (
+    Kernel, OpDef, Overlap, check_shape, check_symmetric_weights, const_input, fused_range,
+    per_channel_requant, raster_min_delta, wrap_int32,
+)
+
+PADDING_SAME, PADDING_VALID = 0, 1
+DEPTHWISE_BLOCK = 32  # TM_DEPTHWISE_BLOCK in tm_conv.h: the overlap rule depends on it
+MAX_TAPS = 1 << 16  # products per output: 2^16 * 128 * 128 = 2^30 keeps the kernels' int32 sums exact
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Mirrors tm_conv_geometry field for field (rendered into the C struct by name)."""
+
+    batches: int
+    in_h: int
+    in_w: int
+    in_c: int
+    out_h: int
+    out_w: int
+    out_c: int
+    k_h: int
+    k_w: int
+    stride_h: int
+    stride_w: int
+    dil_h: int
+    dil_w: int
+    pad_top: int
+    pad_left: int
+
+    def c_literal(self) -> str:
+        return "{ " + ", ".join(f".{f.name} = {v}" for f, v in zip(fields(self), astuple(self))) + " }"
+
+
+def out_size_and_pad(padding: int, size: int, k: int, stride: int, dil: int) -> tuple[int, int]:
+    """(output size, padding before) along one axis, as TFLite computes them. The padding after
+    is whatever is left: with an odd total the extra pad lands at the bottom/right."""
+    eff = (k - 1) * dil + 1
+    out = (size + stride - 1) // stride if padding == PADDING_SAME else (size + stride - eff) // stride
+    total = max((out - 1) * stride + eff - size, 0)
+    return out, total // 2
+
+
+def first_valid_tap(out: int, stride: int, pad: int, k: int, dil: int, size: int) -> np.ndarray:
+    """Per output coordinate, the lowest input coordinate a tap inside the image reads (-1: none)."""
+    taps = (np.arange(out) * stride - pad)[:, None] + np.arange(k)[None, :] * dil
+    valid = (taps >= 0) & (taps < size)
+    return np.where(valid.any(axis=1), np.where(valid, taps, size).min(axis=1), -1)
+
+
+class _ConvBase(OpDef):
+    """What CONV_2D and DEPTHWISE_CONV_2D share: options, geometry, bias folding, overlap rule."""
+
+    # --- per-kind hooks ---------------------------------------------------------------------
+    def filter_hw_out(self, w_shape) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def check_filter(self, op, g, x, w) -> None:
+        raise NotImplementedError
+
+    def channel_offsets(self, op, g, geo: Geometry) -> np.ndarray:
+        """Per output channel c of a pixel, the lowest input channel read between writing c - 1
+        and writing c (inf: none), added to the pixel's lowest tap to give min_read."""
+        raise NotImplementedError
+
+    # --- shared -----------------------------------------------------------------------------
+    def validate(self, op, g):
+        super().validate(op, g)
+        x, out = g.t(op.inputs[0]), g.t(op.outputs[0])
+        w = const_input(op, g, 1, "filter")
+        check_shape(op, len(x.shape) == 4, f"input {x.describe()} must be 4-D [batch, height, width, channels]")
+        check_shape(op, w.dtype == "int8" and len(w.shape) == 4,
+                    f"filter {w.describe()} must be int8 and 4-D (int4/int16 filters are not supported)")
+        check_symmetric_weights(op, w)
+        self.check_filter(op, g, x, w)
+        for key in ("StrideH", "StrideW", "DilationHFactor", "DilationWFactor"):
+            check_shape(op, int(op.options.get(key, 1)) >= 1, f"{key} must be >= 1, got {op.options.get(key)}")
+        padding = int(op.options.get("Padding", PADDING_SAME))
+        check_shape(op, padding in (PADDING_SAME, PADDING_VALID), f"padding {padding} is neither SAME nor VALID")
+        geo = self.geometry(op, g)
+        taps = int(np.prod(w.shape)) // geo.out_c
+        check_shape(op, taps <= MAX_TAPS, f"filter {w.describe()} sums {taps} products per output; more than "
+                    f"{MAX_TAPS} could overflow the int32 accumulator")
+        check_shape(op, geo.out_h >= 1 and geo.out_w >= 1,
+                    f"VALID padding: the dilated {geo.k_h}x{geo.k_w} filter is larger than the "
+                    f"{geo.in_h}x{geo.in_w} input of {x.describe()}")
+        want = (geo.batches, geo.out_h, geo.out_w, geo.out_c)
+        check_shape(op, tuple(out.shape) == want,
+                    f"output {out.describe()} should be {list(want)} for this input, filter, stride, dilation "
+                    "and padding")
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            b = const_input(op, g, 2, "bias")
+            check_shape(op, b.dtype == "int32" and b.size == geo.out_c,
+                        f"bias {b.describe()} must be int32 [{geo.out_c}] (int64 bias is not supported)")
+        fused_range(op, out)
+
+    def geometry(self, op, g) -> Geometry:
+        x, w = g.t(op.inputs[0]), g.t(op.inputs[1])
+        k_h, k_w, out_c = self.filter_hw_out(w.shape)
+        o = op.options
+        sh, sw = int(o.get("StrideH", 1)), int(o.get("StrideW", 1))
+        dh, dw = int(o.get("DilationHFactor", 1)), int(o.get("DilationWFactor", 1))
+        padding = int(o.get("Padding", PADDING_SAME))
+        b, in_h, in_w, in_c = x.shape
+        out_h, pad_top = out_size_and_pad(padding, in_h, k_h, sh, dh)
+        out_w, pad_left = out_size_and_pad(padding, in_w, k_w, sw, dw)
+        return Geometry(b, in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, sh, sw, dh, dw, pad_top, pad_left)
+
+    def overlaps(self, op, g):
+        geo = self.geometry(op, g)
+        fy = first_valid_tap(geo.out_h, geo.stride_h, geo.pad_top, geo.k_h, geo.dil_h, geo.in_h)
+        fx = first_valid_tap(geo.out_w, geo.stride_w, geo.pad_left, geo.k_w, geo.dil_w, geo.in_w)
+        batch = np.arange(geo.batches)[:, None, None] * (geo.in_h * geo.in_w)
+        pixel = (batch + fy[None, :, None] * geo.in_w + fx[None, None, :]).astype(np.float64) * geo.in_c
+        # A pixel with no tap inside the image (possible with large dilation) reads nothing.
+        pixel[:, (fy < 0), :] = np.inf
+        pixel[:, :, (fx < 0)] = np.inf
+        min_read = pixel[..., None] + self.channel_offsets(op, g, geo)[None, None, None, :]
+        return [Overlap(0, raster_min_delta(min_read.reshape(-1)))]
+
+    def quant_fields(self, op, g, k: Kernel, filter_sums: np.ndarray) -> str:
+        """The tm_conv_quant literal; `filter_sums[c]` is the sum of output channel c's weights."""
+        x, w, out = g.t(op.inputs[0]), g.t(op.inputs[1]), g.t(op.outputs[0])
+        in_scale, in_zp = x.quant.scalar()
+        out_scale, out_zp = out.quant.scalar()
+        out_c = filter_sums.size
+        bias = np.zeros(out_c, np.int64)
+        if len(op.inputs) > 2 and op.inputs[2] >= 0:
+            bias += g.t(op.inputs[2]).data.astype(np.int64)
+        # sum((x - zp) * w) = sum(x * w) - zp * sum(w) over all taps. TFLite skips padded taps;
+        # the kernels make them read zp instead, which cancels their share of the fold.
+        folded = bias - in_zp * filter_sums.astype(np.int64)
+        mult, shift = per_channel_requant(in_scale, w.quant.scale, out_scale, out_c)
+        act_min, act_max = fused_range(op, out)
+        return (f"{{ .input_zp = {in_zp}, .output_offset = {out_zp}, .act_min = {act_min}, .act_max = {act_max}, "
+                f".bias = {k.array('bias', 'int32_t', wrap_int32(folded))}, "
+                f".multiplier = {k.array('mult', 'int32_t', mult)}, "
+                f".shift = {k.array('shift', 'int32_t', shift)} }}")
+
+
+def check_filter_scales(op, w, axis: int, channels: int) -> None:
+    """Per-tensor, or per-channel along the output-channel axis (TFLite's own rule)."""
+    n = w.quant.scale.size
+    check_shape(op, n in (1, channels), f"filter {w.describe()} has {n} scales; expected 1 or {channels}")
+    if n > 1:
+        check_shape(op, w.quant.axis == axis,
+                    f"filter {w.describe()} is quantized per channel on axis {w.quant.axis}; expected axis {axis}")
+
+
+@register
+class Conv2D(_ConvBase):
+    kinds = ("CONV_2D",)
+
+    def filter_hw_out(self, w_shape):
+        return int(w_shape[1]), int(w_shape[2]), int(w_shape[0])
+
+    def check_filter(self, op, g, x, w):
+        in_c, fc, out_c = x.shape[3], w.shape[3], w.shape[0]
+        check_shape(op, fc >= 1 and in_c % fc == 0, f"filter {w.describe()} has {fc} input channels, which does "
+                    f"not divide the {in_c} of {x.describe()}")
+        groups = in_c // fc
+        check_shape(op, out_c % groups == 0,
+                    f"grouped conv: {out_c} filters of {w.describe()} do not split into {groups} groups")
+        check_filter_scales(op, w, 0, out_c)
+
+    def groups(self, op, g) -> int:
+        return g.t(op.inputs[0]).shape[3] // g.t(op.inputs[1]).shape[3]
+
+    def scratch_bytes(self, op, g):
+        # One group's window, widened to int16, plus a byte to realign an odd scratch offset.
+        geo = self.geometry(op, g)
+        return 2 * geo.k_h * geo.k_w * g.t(op.inputs[1]).shape[3] + 1
+
+    def channel_offsets(self, op, g, geo):
+        # A group's window is gathered (all its reads) before the group's first channel is
+        # written, and nothing is read between its later channels.
+        groups = self.groups(op, g)
+        c = np.arange(geo.out_c)
+        first = c % (geo.out_c // groups) == 0
+        return np.where(first, (c // (geo.out_c // groups)) * (geo.in_c // groups), np.inf)
+
+    def macs(self, op, g):
+        geo = self.geometry(op, g)
+        return geo.batches * geo.out_h * geo.out_w * geo.out_c * geo.k_h * geo.k_w * g.t(op.inputs[1]).shape[3]
+
+    def kernel(self, op, g, prefix):
+        geo = self.geometry(op, g)
+        w = g.t(op.inputs[1])
+        k = Kernel(prefix, "tm_conv_s8", "tm_conv_params")
+        sums = w.data.astype(np.int64).reshape(geo.out_c, -1).sum(axis=1)
+        k.fields = {
+            "geo": geo.c_literal(),
+            "q": self.quant_fields(op, g, k, sums),
+            "groups": self.groups(op, g),
+            "weights": k.array("w", "int8_t", w.data),
+        }
+        return k
+
+
+@register
+class DepthwiseConv2D(_ConvBase):
+    kinds = ("DEPTHWISE_CONV_2D",)
+
+    def filter_hw_out(self, w_shape):
+        return int(w_shape[1]), int(w_shape[2]), int(w_shape[3])
+
+    def check_filter(self, op, g, x, w):
+        in_c, out_c = x.shape[3], w.shape[3]
+        check_shape(op, w.shape[0] == 1, f"filter {w.describe()} must be [1, height, width, channels]")
+        # Like LiteRT, the multiplier comes from the shapes; the DepthMultiplier option is ignored.
+        check_shape(op, in_c >= 1 and out_c % in_c == 0,
+                    f"filter {w.describe()} has {out_c} channels, not a multiple of the {in_c} of {x.describe()}")
+        check_filter_scales(op, w, 3, out_c)
+
+    def channel_offsets(self, op, g, geo):
+        # A block's reads all happen before its first byte is written, and none between its later
+        # bytes: charge them to the first byte, from the block's first input channel up.
+        c = np.arange(geo.out_c)
+        return np.where(c % DEPTHWISE_BLOCK == 0, c // (geo.out_c // geo.in_c), np.inf)
+
+    def macs(self, op, g):
+        geo = self.geometry(op, g)
+        return geo.batches * geo.out_h * geo.out_w * geo.out_c * geo.k_h * geo.k_w
+
+    def kernel(self, op, g, prefix):
+        geo = self.geometry(op, g)
+        w = g.t(op.inputs[1])
+        k = Kernel(prefix, "tm_depthwise_conv_s8", "tm_depthwise_conv_params")
+        sums = w.data.astype(np.int64).reshape(-1, geo.out_c).sum(axis=0)
+        k.fields = {
+            "geo": geo.c_literal(),
+            "q": self.quant_fields(op, g, k, sums),
+            "depth_mult": geo.out_c // geo.in_c,
+            "weights": k.array("w", "int8_t", w.data),
+        }
+        return k
+
+
+__all__ = ["Conv2D", "DepthwiseConv2D", "Geometry", "out_size_and_pad"]

@@ -1,1 +1,140 @@
-"""(op family not implemented yet)"""
+"""ADD and MUL: int8 element-wise arithmetic with NumPy-style broadcasting.
+
+TFLite's reference picks Add/Mul or BroadcastAdd6DSlow/BroadcastMul6DSlow by shape, but both
+apply the same per-element function, so one broadcasting kernel matches either. Multipliers are
+computed exactly as the kernels' Prepare does (ADD in double, MUL's scale product in float).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import register
+from .base import Kernel, OpDef, TinymemError, UnsupportedError, check_shape, fused_range
+from .shape import MAX_DIMS, braces, check_int8_const, raster_overlap, row_major_strides
+from ..model.quant import quantize_multiplier, quantize_multiplier_smaller_than_one
+
+ADD_LEFT_SHIFT = 20  # TFLite's headroom for int8 ADD (15 is its int16 value)
+MAX_BROADCAST_RANK = 8  # BroadcastBinaryOpSimple's kMaxRank
+
+
+def broadcast_dims(a_shape, b_shape, out_shape) -> list[tuple[int, int, int]]:
+    """(extent, a stride, b stride) per loop, outermost first: size-1 output dims dropped and
+    neighbours merged wherever both operands step through them contiguously (or not at all)."""
+    rank = len(out_shape)
+
+    def strides(shape):
+        ext = (1,) * (rank - len(shape)) + tuple(shape)
+        return [0 if n == 1 else s for n, s in zip(ext, row_major_strides(ext))]
+
+    dims: list[tuple[int, int, int]] = []
+    for n, x, y in zip(out_shape, strides(a_shape), strides(b_shape)):
+        if n == 1:
+            continue
+        if dims and dims[-1][1] == x * n and dims[-1][2] == y * n:
+            dims[-1] = (dims[-1][0] * n, x, y)
+        else:
+            dims.append((int(n), x, y))
+    return dims or [(1, 0, 0)]
+
+
+class _Binary(OpDef):
+    function = ""
+    struct = ""
+
+    def operands(self, op, g):
+        """(a, b) in kernel order: a constant operand always goes second (both ops commute)."""
+        a, b = g.t(op.inputs[0]), g.t(op.inputs[1])
+        return (b, a) if a.is_const else (a, b)
+
+    def validate(self, op, g):
+        super().validate(op, g)
+        check_shape(op, len(op.inputs) == 2 and min(op.inputs) >= 0 and len(op.outputs) == 1,
+                    "needs exactly two inputs and one output")
+        a, b = g.t(op.inputs[0]), g.t(op.inputs[1])
+        y = g.t(op.outputs[0])
+        for pos, t in enumerate((a, b)):
+            if t.is_const:
+                check_int8_const(op, t, f"input {pos}")
+        check_shape(op, not (a.is_const and b.is_const), "both inputs are constants (a foldable op)")
+        for t in (a, b, y):
+            check_shape(op, float(t.quant.scale[0]) > 0, f"{t.describe()} has a non-positive scale")
+        try:
+            want = np.broadcast_shapes(a.shape, b.shape)
+        except ValueError:
+            raise UnsupportedError(f"{op.describe()}: {a.describe()} and {b.describe()} do not broadcast") from None
+        check_shape(op, tuple(y.shape) == tuple(want), f"output {y.describe()} should have shape {list(want)}")
+        check_shape(op, len(want) <= MAX_BROADCAST_RANK, f"rank {len(want)} exceeds TFLite's broadcast limit of 8")
+        dims = broadcast_dims(*(t.shape for t in self.operands(op, g)), y.shape)
+        check_shape(op, len(dims) <= MAX_DIMS,
+                    f"this broadcast pattern needs {len(dims)} loops; tinymem handles up to {MAX_DIMS}")
+        fused_range(op, y)
+        try:
+            self.requant(*self.operands(op, g), y)
+        except TinymemError as e:
+            raise UnsupportedError(f"{op.describe()}: unsupported quantization scales ({e})") from None
+
+    def macs(self, op, g):
+        return g.t(op.outputs[0]).size
+
+    def overlaps(self, op, g):
+        # Output element t reads each operand at its broadcast position, then is written.
+        y = g.t(op.outputs[0])
+        rules = []
+        for pos, i in enumerate(op.inputs):
+            t = g.t(i)
+            if not t.is_const:
+                rules.append(raster_overlap(pos, np.broadcast_to(np.arange(t.size).reshape(t.shape), y.shape)))
+        return rules
+
+    def requant(self, a, b, y) -> dict:
+        """Kind-specific struct fields (multipliers and shifts)."""
+        raise NotImplementedError
+
+    def kernel(self, op, g, prefix):
+        a, b = self.operands(op, g)
+        y = g.t(op.outputs[0])
+        ext, sa, sb = zip(*broadcast_dims(a.shape, b.shape, y.shape))
+        act_min, act_max = fused_range(op, y)
+        k = Kernel(prefix, self.function + ("_const_s8" if b.is_const else "_s8"), self.struct)
+        k.fields = {
+            "bc": f"{{ .dims = {len(ext)}, .shape = {braces(ext)}, .a_stride = {braces(sa)}, .b_stride = {braces(sb)} }}",
+            "a_offset": -a.quant.scalar()[1], "b_offset": -b.quant.scalar()[1],
+            **self.requant(a, b, y),
+            "output_offset": y.quant.scalar()[1], "act_min": act_min, "act_max": act_max,
+        }
+        if b.is_const:
+            k.fields["b_const"] = k.array("b", "int8_t", b.data.reshape(-1))
+        return k
+
+
+@register
+class Add(_Binary):
+    kinds = ("ADD",)
+    function = "tm_add"
+    struct = "tm_add_params"
+
+    def requant(self, a, b, y):
+        # Both inputs rescaled to twice the larger input scale, then that sum to the output.
+        sa, sb, sy = (float(t.quant.scale[0]) for t in (a, b, y))
+        twice_max = 2.0 * max(sa, sb)
+        out_real = twice_max / (float(1 << ADD_LEFT_SHIFT) * sy)
+        if out_real >= 1.0:
+            raise TinymemError(f"output scale {sy:.6g} is too small for inputs of scale {sa:.6g} and {sb:.6g}: "
+                               f"TFLite's int8 ADD needs 2 * max input scale < 2^20 * output scale")
+        (am, ash), (bm, bsh), (om, osh) = (quantize_multiplier_smaller_than_one(r)
+                                           for r in (sa / twice_max, sb / twice_max, out_real))
+        return {"left_shift": ADD_LEFT_SHIFT, "a_multiplier": am, "a_shift": ash, "b_multiplier": bm,
+                "b_shift": bsh, "output_multiplier": om, "output_shift": osh}
+
+
+@register
+class Mul(_Binary):
+    kinds = ("MUL",)
+    function = "tm_mul"
+    struct = "tm_mul_params"
+
+    def requant(self, a, b, y):
+        # mul.cc computes input1_scale * input2_scale / output_scale in float before widening.
+        s = np.float32(a.quant.scale[0]) * np.float32(b.quant.scale[0]) / np.float32(y.quant.scale[0])
+        m, sh = quantize_multiplier(float(s))
+        return {"output_multiplier": m, "output_shift": sh}

@@ -99,7 +99,10 @@ def compute_lifetimes(g: Graph, use_overlaps: bool = True) -> Lifetimes:
         if scratch > 0:
             out.append(Buffer(id=len(out), size=scratch, first=op.index, last=op.index, scratch_of=op.index))
 
-    permits: list[Permit] = []
+    # A graph output is read by the caller after the last op, so even when the last op is its last
+    # reader its bytes must survive: it may never be overwritten in place.
+    kept = {tensor_buffer[t] for t in g.outputs if t in tensor_buffer}
+    permits: dict[tuple[int, int], Permit] = {}
     if use_overlaps:
         for op in g.ops:
             d = opdef(op)
@@ -111,6 +114,10 @@ def compute_lifetimes(g: Graph, use_overlaps: bool = True) -> Lifetimes:
                     continue
                 bin_, bout = tensor_buffer[tin], tensor_buffer[op.outputs[0]]
                 # The input's bytes may only be overwritten if nothing reads them after this op.
-                if bin_ != bout and out[bin_].last == op.index and out[bout].first == op.index:
-                    permits.append(Permit(op.index, bin_, bout, ov.min_delta))
-    return Lifetimes(out, tensor_buffer, permits)
+                if bin_ == bout or bin_ in kept or out[bin_].last != op.index or out[bout].first != op.index:
+                    continue
+                # One tensor fed to two inputs (ADD(x, x)) must satisfy both kernels' rules.
+                prev = permits.get((bin_, bout))
+                delta = ov.min_delta if prev is None else max(prev.min_delta, ov.min_delta)
+                permits[(bin_, bout)] = Permit(op.index, bin_, bout, delta)
+    return Lifetimes(out, tensor_buffer, list(permits.values()))

@@ -1,6 +1,58 @@
+/* CONV_2D and DEPTHWISE_CONV_2D, int8 NHWC, per-channel requantization (TFLite's reference
+ * arithmetic, bit for bit).
+ *
+ * The input zero point is folded into the bias at codegen. That is only exact where every tap
+ * lies inside the image: TFLite skips taps outside it, which is the same as reading the zero
+ * point there, so the kernels make padded taps read the zero point (conv: the gathered window
+ * holds it; depthwise: input_zp * weight is added for each padded tap). */
 #ifndef TM_CONV_H
 #define TM_CONV_H
 
 #include <stdint.h>
 
-#endif
+/* Output channels a depthwise kernel accumulates at once (int32 accumulators on the stack).
+ * tinymem/ops/conv.py derives the overlap rule from this block: keep the two equal. */
+#define TM_DEPTHWISE_BLOCK 32
+
+typedef struct {
+    int32_t batches;
+    int32_t in_h, in_w, in_c;
+    int32_t out_h, out_w, out_c;
+    int32_t k_h, k_w;
+    int32_t stride_h, stride_w;
+    int32_t dil_h, dil_w;
+    int32_t pad_top, pad_left; /* TFLite's SAME padding puts an odd extra pad at bottom/right */
+} tm_conv_geometry;
+
+typedef struct {
+    int32_t input_zp;      /* what a padded tap reads once the zero point is folded */
+    int32_t output_offset; /* output zero point */
+    int32_t act_min, act_max;
+    const int32_t *bias;   /* [out_c]: bias - input_zp * sum(filter of that channel) */
+    const int32_t *multiplier, *shift; /* [out_c] */
+} tm_conv_quant;
+
+typedef struct {
+    tm_conv_geometry geo;
+    tm_conv_quant q;
+    int32_t groups;        /* in_c / filter_c; out_c / groups filters per group */
+    const int8_t *weights; /* [out_c][k_h][k_w][filter_c], zero point 0 */
+} tm_conv_params;
+
+typedef struct {
+    tm_conv_geometry geo;
+    tm_conv_quant q;
+    int32_t depth_mult;    /* out_c / in_c; output channel c reads input channel c / depth_mult */
+    const int8_t *weights; /* [k_h][k_w][out_c], zero point 0 */
+} tm_depthwise_conv_params;
+
+/* Pixel by pixel, group by group: the group's window is gathered into `scratch`, widened to
+ * int16 (2 * k_h * k_w * filter_c + 1 bytes; padded taps hold the input zero point), before any of
+ * its output channels is written; then one contiguous dot product per output channel. */
+void tm_conv_s8(const tm_conv_params *p, const int8_t *input, int8_t *output, int8_t *scratch);
+
+/* Pixel by pixel, TM_DEPTHWISE_BLOCK output channels at a time: a block is written after all of
+ * its reads, and the next block reads nothing below its own first input channel. */
+void tm_depthwise_conv_s8(const tm_depthwise_conv_params *p, const int8_t *input, int8_t *output);
+
+#endif /* TM_CONV_H */

@@ -1,0 +1,133 @@
+"""Run a model on a board end to end: render the project, build, flash (or boot QEMU), stream the
+samples over the UART, collect outputs and what the board measured into a profile."""
+from __future__ import annotations
+
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import TinymemError
+from ..model.graph import Graph
+from ..plan.memory import MemoryPlan
+from ..sim.host import sample_shape
+from .session import Hello, Invocation, Session
+
+
+@dataclass
+class BoardRun:
+    outputs: list[np.ndarray]
+    profile: dict
+    hello: Hello
+
+
+def clock_units(board, hello: Hello) -> tuple[str, float, str]:
+    """(unit, units per tick, how to read it) for the board's counter: every figure says its clock."""
+    if hello.emulated:
+        per_tick = 1e9 / hello.clock_hz
+        return ("instructions", per_tick,
+                f"QEMU -icount shift=0 retires 1 instruction per ns of virtual time; SysTick ticks at "
+                f"{hello.clock_hz / 1e6:g} MHz of it, so 1 tick = {per_tick:g} instructions (that is the "
+                f"resolution). Instruction counts, not cycles of any real part.")
+    if hello.counter == "dwt":
+        return "cycles", 1.0, f"DWT->CYCCNT: core clock cycles at {hello.clock_hz / 1e6:g} MHz"
+    return "cycles", 1.0, f"SysTick on the core clock: core cycles at {hello.clock_hz / 1e6:g} MHz"
+
+
+def profile_report(g: Graph, plan: MemoryPlan, board, hello: Hello, runs: list[Invocation],
+                   ram_static_bytes: int, flash_bytes: int) -> dict:
+    unit, per_tick, note = clock_units(board, hello)
+    high_water = max(r.stack_high_water for r in runs) if runs else 0
+    layers = []
+    for k, layer in enumerate(plan.layers):
+        ticks = [r.op_ticks[k] for r in runs if len(r.op_ticks) > k]
+        median = statistics.median(ticks) if ticks else None
+        layers.append({"index": layer.index, "op": layer.op, "macs": layer.macs,
+                       "ticks": median, unit: None if median is None else round(median * per_tick)})
+    invoke = [r.ticks for r in runs]
+    return {
+        "model": g.name, "board": board.id, "clock": hello.clock, "clock_hz": hello.clock_hz,
+        "unit": unit, "unit_per_tick": per_tick, "clock_note": note, "samples": len(runs),
+        "invoke": {"ticks": invoke, f"median_{unit}": round(statistics.median(invoke) * per_tick) if invoke else None},
+        "layers": layers if hello.profile else [],
+        "ram_static_bytes": ram_static_bytes,
+        "stack_high_water_bytes": high_water,
+        "peak_sram_measured_bytes": ram_static_bytes + high_water,
+        "peak_sram_planned_bytes": plan.peak_sram_bytes,
+        "ram_limit_bytes": board.sram_bytes,
+        "flash_bytes": flash_bytes,
+    }
+
+
+def _outputs(g: Graph, runs: list[Invocation]) -> list[np.ndarray]:
+    outs = []
+    for k, t in enumerate(g.outputs):
+        shape = sample_shape(g.t(t).shape)
+        outs.append(np.stack([np.frombuffer(r.outputs[k], np.int8).reshape(shape) for r in runs])
+                    if runs else np.zeros((0,) + shape, np.int8))
+    return outs
+
+
+def check_inputs(g: Graph, arrays: list[np.ndarray]) -> int:
+    """N, after checking each array is int8 [N, *input_shape[1:]] (the same contract as `tinymem sim`)."""
+    if len(arrays) != len(g.inputs):
+        raise TinymemError(f"model has {len(g.inputs)} input(s), got {len(arrays)} array(s)")
+    n = None
+    for pos, (arr, ti) in enumerate(zip(arrays, g.inputs)):
+        want = sample_shape(g.t(ti).shape)
+        if arr.dtype != np.int8:
+            raise TinymemError(f"input {pos}: dtype {arr.dtype}, expected int8")
+        if arr.ndim < 1 or tuple(arr.shape[1:]) != want:
+            raise TinymemError(f"input {pos}: shape {list(arr.shape)}, expected [N, {', '.join(map(str, want))}]")
+        if n is not None and arr.shape[0] != n:
+            raise TinymemError(f"inputs disagree on N: {n} vs {arr.shape[0]}")
+        n = arr.shape[0]
+    return n or 0
+
+
+def run_on_board(g: Graph, plan: MemoryPlan, board, inputs: list[np.ndarray], project_dir: str | Path | None = None,
+                 port: str | None = None, upload_port: str | None = None, profile: bool = True,
+                 timeout: float = 30.0, progress=None, on_stage=None) -> BoardRun:
+    """inputs[i] is int8 [N, *input_shape[1:]]; returns outputs [N, *output_shape[1:]] and a profile."""
+    from ..build.emulator import Emulator
+    from ..build.platformio import build, render_project, upload
+
+    stage = on_stage or (lambda _msg: None)
+    check_inputs(g, inputs)
+    if not board.emulated and not port:
+        raise TinymemError(f"board '{board.id}' is real hardware: give --port, the serial port of its UART")
+    if project_dir is None:  # a throwaway project: build in a temporary directory, removed afterwards
+        with tempfile.TemporaryDirectory(prefix=f"tinymem-{board.id}-") as tmp:
+            return run_on_board(g, plan, board, inputs, tmp, port, upload_port, profile, timeout, progress, on_stage)
+    project_dir = Path(project_dir)
+    stage(f"generating the {board.id} project in {project_dir}")
+    project = render_project(g, plan, board, project_dir, profile=profile)
+    stage("building with PlatformIO")
+    built = build(project)
+    if board.emulated:
+        stage(f"booting QEMU {board.qemu_machine}")
+        with Emulator(board.qemu_machine, built.elf) as emu:
+            session = Session(emu.serial, timeout=timeout, progress=progress)
+            hello = session.hello()
+            runs = session.run(inputs)
+            session.exit(0)
+            status = emu.wait(timeout)
+        if status != 0:
+            raise TinymemError(f"firmware exited with status {status} in QEMU ({board.qemu_machine})")
+    else:
+        import serial
+
+        stage(f"flashing over {board.upload_protocol}")
+        upload(project, upload_port)
+        try:
+            link = serial.serial_for_url(port, baudrate=board.serial.baud, timeout=0)
+        except serial.SerialException as exc:
+            raise TinymemError(f"cannot open serial port {port}: {exc}") from None
+        with link:
+            session = Session(link, timeout=timeout, progress=progress)
+            hello = session.hello()
+            runs = session.run(inputs)
+    report = profile_report(g, plan, board, hello, runs, built.ram_static_bytes, built.flash_bytes)
+    return BoardRun(_outputs(g, runs), report, hello)
