@@ -77,7 +77,7 @@ def spread_logits(model, x, target_std=3.0):
     head.bias.assign(head.bias * k)
 
 
-def convert(model, representative: np.ndarray) -> bytes:
+def convert(model, representative: np.ndarray, int8_io: bool = True) -> bytes:
     # A fixed batch of 1: with a dynamic batch Flatten becomes SHAPE/STRIDED_SLICE/PACK/RESHAPE and
     # the converter cannot fold SPACE_TO_BATCH_ND/BATCH_TO_SPACE_ND back into a dilated conv.
     inp = keras.Input(model.input_shape[1:], batch_size=1)
@@ -85,7 +85,8 @@ def convert(model, representative: np.ndarray) -> bytes:
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([s[None]] for s in representative)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = conv.inference_output_type = tf.int8
+    if int8_io:  # otherwise the converter's default: float32 I/O around QUANTIZE/DEQUANTIZE
+        conv.inference_input_type = conv.inference_output_type = tf.int8
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # SavedModel export chatter
         warnings.simplefilter("ignore")
         return conv.convert()
@@ -223,6 +224,9 @@ ZOO = {
     "digits_cnn": trained_digits,
     "awkward": untrained(awkward, (17, 23, 3)),
 }
+# Same recipe, converted with the converter's default float32 input/output (QUANTIZE/DEQUANTIZE at
+# the boundary), as most users will hand it to us. Its .inputs.npy holds float32 samples.
+FLOAT_IO = {"digits_cnn_float_io": "digits_cnn"}
 
 
 def describe(path: Path) -> tuple[Counter, list[str]]:
@@ -240,28 +244,29 @@ def build(name: str) -> None:
     keras.backend.clear_session()
     keras.utils.set_random_seed(SEED)
     rng = np.random.default_rng(SEED)
-    model, rep, sample, extra = ZOO[name](rng)
-    model_bytes = convert(model, rep)
+    model, rep, sample, extra = ZOO[FLOAT_IO.get(name, name)](rng)
+    model_bytes = convert(model, rep, int8_io=name not in FLOAT_IO)
     path = MODELS / f"{name}.tflite"
     path.write_bytes(model_bytes)
-    np.save(MODELS / f"{name}.inputs.npy", quantize_like_input(model_bytes, sample))
+    np.save(MODELS / f"{name}.inputs.npy",
+            sample.astype(np.float32) if name in FLOAT_IO else quantize_like_input(model_bytes, sample))
     ops, floats = describe(path)
     if floats:
         raise SystemExit(f"{name}: not fully int8, float tensors left: {floats}")
     print(f"{name}: {len(model_bytes)} bytes, {sum(ops.values())} ops: "
           + ", ".join(f"{k}x{v}" for k, v in sorted(ops.items())))
-    if "check" in extra:
+    if "check" in extra and name not in FLOAT_IO:
         for k, v in extra["check"](model_bytes).items():
             print(f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", nargs="*", choices=sorted(ZOO), help="build only these models")
+    ap.add_argument("--only", nargs="*", choices=sorted(ZOO) + sorted(FLOAT_IO), help="build only these models")
     args = ap.parse_args()
     MODELS.mkdir(exist_ok=True)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    for name in args.only or ZOO:
+    for name in args.only or [*ZOO, *FLOAT_IO]:
         build(name)
 
 

@@ -72,6 +72,10 @@ class Graph:
     ops: list[Op]
     inputs: list[int]
     outputs: list[int]
+    # Quantization of a float model input/output whose QUANTIZE/DEQUANTIZE was peeled off (None:
+    # the model's own I/O is int8). See tinymem/model/boundary.py.
+    input_adapters: list[Quant | None] = field(default_factory=list)
+    output_adapters: list[Quant | None] = field(default_factory=list)
 
     def t(self, index: int) -> Tensor:
         return self.tensors[index]

@@ -12,6 +12,7 @@ import numpy as np
 import tflite
 
 from ..errors import TinymemError, UnsupportedError
+from .boundary import peel_float_boundary
 from .graph import Graph, Op, Quant, Tensor
 
 # TensorType enum values of the schema -> numpy dtype names.
@@ -81,7 +82,7 @@ class _Reader:
             if not (0 <= idx < n or (optional and idx == -1)):
                 raise TinymemError(f"{self.name}: corrupt flatbuffer ({where} refers to tensor {idx}; there are {n})")
         name = sg.Name().decode(errors="replace") if sg.Name() else "model"
-        return Graph(name=name, tensors=tensors, ops=ops, inputs=inputs, outputs=outputs)
+        return peel_float_boundary(Graph(name=name, tensors=tensors, ops=ops, inputs=inputs, outputs=outputs))
 
     @staticmethod
     def _ints(arr) -> list[int]:

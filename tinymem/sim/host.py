@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TinymemError
+from ..model.boundary import model_inputs, model_outputs, sample_shape
 from ..model.graph import Graph
 from ..plan.memory import MemoryPlan
 
@@ -25,14 +26,6 @@ def host_cc() -> str:
     return cc
 
 
-def sample_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Shape of one sample of a model input/output: the tensor shape without a leading batch of 1.
-
-    Arrays of N samples are [N, *sample_shape]; for the usual batch-1 model that is [N, *shape[1:]].
-    """
-    return tuple(shape[1:]) if len(shape) > 0 and shape[0] == 1 else tuple(shape)
-
-
 @dataclass
 class HostModel:
     graph: Graph
@@ -41,23 +34,10 @@ class HostModel:
     workdir: Path
 
     def run(self, inputs: list[np.ndarray] | np.ndarray, repeat: int = 0, timeout: float = 600) -> list[np.ndarray]:
-        """Run N samples; inputs[i] is int8 [N, *input_shape[1:]]. Returns outputs [N, *out_shape[1:]]."""
-        arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+        """Run N samples; inputs[i] is [N, *input_shape[1:]] (int8, or float for a float-I/O model).
+        Returns outputs [N, *out_shape[1:]] (int8, or float32 for a float-I/O model)."""
         g = self.graph
-        if len(arrays) != len(g.inputs):
-            raise TinymemError(f"model has {len(g.inputs)} input(s), got {len(arrays)} array(s)")
-        n = None
-        for pos, (arr, ti) in enumerate(zip(arrays, g.inputs)):
-            t = g.t(ti)
-            want = sample_shape(t.shape)
-            if arr.dtype != np.int8:
-                raise TinymemError(f"input {pos}: dtype {arr.dtype}, expected int8 (quantize with scale "
-                                   f"{t.quant.scale[0]:.6g}, zero point {int(t.quant.zero_point[0])})")
-            if tuple(arr.shape[1:]) != want:
-                raise TinymemError(f"input {pos}: shape {list(arr.shape)}, expected [N, {', '.join(map(str, want))}]")
-            if n is not None and arr.shape[0] != n:
-                raise TinymemError(f"inputs disagree on N: {n} vs {arr.shape[0]}")
-            n = arr.shape[0]
+        arrays, n = model_inputs(g, [inputs] if isinstance(inputs, np.ndarray) else list(inputs))
         per_sample = [np.ascontiguousarray(a).reshape(n, -1) for a in arrays]
         payload = b"".join(b"".join(a[i].tobytes() for a in per_sample) for i in range(n))
         args = [str(self.exe)] + ([str(repeat)] if repeat else [])
@@ -78,7 +58,7 @@ class HostModel:
         for t, size in zip(g.outputs, sizes):
             outs.append(per[:, at:at + size].reshape((n,) + sample_shape(g.t(t).shape)).copy())
             at += size
-        return outs
+        return model_outputs(g, outs)
 
     def us_per_invoke(self) -> float:
         for line in getattr(self, "last_stderr", "").splitlines():
