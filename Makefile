@@ -9,7 +9,7 @@ JOBS   ?= 2
 
 setup: $(STAMP)
 
-APT_PACKAGES := gcc libc6-dev gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+APT_PACKAGES := gcc libc6-dev gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang libclang-rt-14-dev
 
 # System packages: installed when missing (needs root, as on CI); otherwise say what to install.
 deps:
@@ -33,6 +33,7 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_spine.py
+	$(PY) benchmarks/bench_alloc.py
 
 # Rebuild the model zoo (needs TensorFlow: the `zoo` extra). The .tflite files are committed.
 zoo: setup

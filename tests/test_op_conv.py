@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import assert_bit_exact, random_inputs
+from harness import assert_bit_exact, assert_bit_exact_at_margin, random_inputs
 from modelgen import ACT, PADDING, ModelBuilder, options, rand_int8, rand_scale
 from reference import litert_run
 from tinymem.errors import UnsupportedError
 from tinymem.model.tflite import parse_tflite
-from tinymem.ops.conv import DEPTHWISE_BLOCK, out_size_and_pad
+from tinymem.ops.conv import CONV_PIXELS, DEPTHWISE_BLOCK, DOT_CHUNK, out_size_and_pad
 from tinymem.plan import make_plan
 from tinymem.sim import build_host
 from tinymem.sim.host import WARN_FLAGS, host_cc
@@ -96,12 +96,14 @@ def test_depthwise_random(case, rng, tmp_path):
     # dilation so large that some output pixels have no tap inside the image (bias only)
     ("CONV_2D", dict(in_hwc=(2, 3, 3), k_hw=(2, 2), out_c=3, dil=(5, 4))),
     ("DEPTHWISE_CONV_2D", dict(in_hwc=(2, 3, 3), k_hw=(2, 3), out_c=3, dil=(5, 3))),
-    # long dot products (16-byte chunks plus a tail), in place and gathered
+    # long dot products (32- and 16-element pieces, a zero-padded last piece), 1x1 and gathered
     ("CONV_2D", dict(in_hwc=(5, 4, 37), k_hw=(1, 1), out_c=20)),
     ("CONV_2D", dict(in_hwc=(5, 6, 19), k_hw=(3, 3), out_c=9, act="RELU")),
+    ("CONV_2D", dict(in_hwc=(3, 3, 96), k_hw=(1, 1), out_c=7)),  # odd pixel count: the last one alone
     # more channels than one depthwise block, multiplier > 1 across block boundaries
     ("DEPTHWISE_CONV_2D", dict(in_hwc=(5, 5, 23), k_hw=(3, 3), out_c=69)),
     ("DEPTHWISE_CONV_2D", dict(in_hwc=(4, 5, 1), k_hw=(3, 3), out_c=40)),
+    ("DEPTHWISE_CONV_2D", dict(in_hwc=(5, 6, 40), k_hw=(3, 3), out_c=40, stride=(2, 2))),  # partial last block
 ])
 def test_padding_edge_cases(kind, geo, rng, tmp_path):
     assert_bit_exact(conv_model(rng, kind, **geo), rng, n=2, tmp_path=tmp_path)
@@ -119,6 +121,23 @@ def test_overlap_at_minimum_margin(kind, geo, rng, tmp_path):
     assert plan.layers[0].in_place
 
 
+@pytest.mark.parametrize("kind,geo", [
+    ("CONV_2D", dict(in_hwc=(7, 6, 4), k_hw=(1, 1), out_c=12)),  # expansion: pixel pairs read ahead
+    ("CONV_2D", dict(in_hwc=(5, 5, 24), k_hw=(1, 1), out_c=8)),  # reduction, odd pixel count
+    ("CONV_2D", dict(in_hwc=(5, 7, 3), k_hw=(3, 3), out_c=5, padding="SAME")),  # pairs across rows
+    ("CONV_2D", dict(in_hwc=(3, 3, 4), k_hw=(1, 1), out_c=6, batches=2)),  # pairs across batches
+    ("CONV_2D", dict(in_hwc=(6, 5, 6), k_hw=(3, 3), out_c=4, groups=2)),  # every group's windows first
+    ("DEPTHWISE_CONV_2D", dict(in_hwc=(6, 7, 24), k_hw=(3, 3), out_c=24)),  # partial block reads ahead
+    ("DEPTHWISE_CONV_2D", dict(in_hwc=(5, 6, 10), k_hw=(3, 3), out_c=20)),  # multiplier 2
+    ("DEPTHWISE_CONV_2D", dict(in_hwc=(9, 9, 16), k_hw=(3, 3), out_c=16, stride=(2, 2))),
+])
+def test_overlap_exact_margin(kind, geo, rng, tmp_path):
+    """The output placed exactly at the overlap rule's min_delta from the input (even a negative
+    one): a rule one byte too generous for the kernel's read/write order fails here."""
+    # A clobbered input byte may feed a single output, which can come out right by chance: 8 samples.
+    assert assert_bit_exact_at_margin(conv_model(rng, kind, **geo), rng, n=8, tmp_path=tmp_path) == 1
+
+
 def test_conv_without_bias(rng, tmp_path):
     """LiteRT's CONV_2D insists on a bias tensor; without one the result must equal a zero bias."""
     geo = dict(in_hwc=(6, 5, 3), k_hw=(3, 3), out_c=5, stride=(1, 2), act="RELU")
@@ -134,11 +153,14 @@ def test_conv_without_bias(rng, tmp_path):
     # (with today's planner, align=1 puts this one's scratch at an odd offset)
     ("CONV_2D", dict(in_hwc=(7, 5, 5), k_hw=(3, 3), out_c=3, stride=(2, 1), dil=(1, 2), act="RELU6")),
     ("CONV_2D", dict(in_hwc=(5, 4, 18), k_hw=(1, 1), out_c=6, groups=2)),
+    ("CONV_2D", dict(in_hwc=(3, 5, 5), k_hw=(2, 2), out_c=5, padding="VALID")),  # odd pixel count
     ("DEPTHWISE_CONV_2D", dict(in_hwc=(7, 6, 20), k_hw=(3, 3), out_c=40, stride=(2, 1), dil=(1, 2), act="RELU6")),
+    # a partial last block reads whole blocks in place, except where that would leave the input
+    ("DEPTHWISE_CONV_2D", dict(in_hwc=(5, 4, 24), k_hw=(3, 3), out_c=24)),
 ])
 def test_sanitized(kind, geo, rng, tmp_path):
-    """ASan/UBSan: no read outside the input or the gathered window, no signed overflow, and
-    (align=1: the scratch may start at an odd offset) no misaligned int16 window."""
+    """ASan/UBSan: no read outside the input, the gathered windows or the (padded) weights, no
+    signed overflow, and (align=1: the scratch may start at an odd offset) no misaligned window."""
     assert_bit_exact(conv_model(rng, kind, **geo), rng, n=2, sanitize=True, tmp_path=tmp_path, align=1)
 
 
@@ -163,6 +185,7 @@ def test_unsupported_variants(kind, bad, needle, rng):
 REQUANT_CHECK = r"""
 #include <stdio.h>
 #include "tm_conv.c"
+#include "tm_quant.h"
 static uint64_t s = 88172645463325252u;
 static uint32_t rnd(void) { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return (uint32_t)s; }
 int main(void)
@@ -171,7 +194,9 @@ int main(void)
     long bad = 0;
     for (long i = 0; i < 3000000; ++i) {
         const int32_t x = i % 5 == 0 ? edge[rnd() % 10] : (int32_t)rnd() >> (rnd() % 32);
-        const int32_t m = i % 7 == 0 ? edge[rnd() % 8] & INT32_MAX : (int32_t)((1u << 30) | (rnd() >> 2));
+        /* multipliers as quantize_multiplier makes them ([2^30, 2^31)), edges, and any in [0, 2^31) */
+        const int32_t m = i % 7 == 0 ? edge[rnd() % 8] & INT32_MAX
+                        : i % 11 == 0 ? (int32_t)(rnd() >> (1 + rnd() % 31)) : (int32_t)((1u << 30) | (rnd() >> 2));
         const int32_t shift = (int32_t)(rnd() % 39) - 31; /* [-31, 7] */
         bad += tm_conv_requantize(x, m, shift) != tm_requantize_double_rounding(x, m, shift);
     }
@@ -191,6 +216,9 @@ def test_fast_requantize_matches_double_rounding(tmp_path):
     assert subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.strip() == "0"
 
 
-def test_depthwise_block_matches_kernel():
+@pytest.mark.parametrize("name,value", [("TM_DEPTHWISE_BLOCK", DEPTHWISE_BLOCK), ("TM_CONV_DOT_CHUNK", DOT_CHUNK),
+                                        ("TM_CONV_PIXELS", CONV_PIXELS)])
+def test_kernel_constants_match(name, value):
+    """The overlap rules, scratch sizes and weight padding in tinymem/ops/conv.py assume these."""
     header = (Path(__file__).resolve().parents[1] / "firmware/kernels/portable/tm_conv.h").read_text()
-    assert int(re.search(r"#define TM_DEPTHWISE_BLOCK (\d+)", header).group(1)) == DEPTHWISE_BLOCK
+    assert int(re.search(rf"#define {name} (\d+)", header).group(1)) == value

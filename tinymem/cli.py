@@ -27,6 +27,37 @@ def _plan(g, planner: str):
     return make_plan(g, planner)
 
 
+def _patch_choice(g, planner: str, patch: str, sram: str | None, max_overhead: float):
+    """The plan for --patch auto|off|RxC@K (and --sram / --max-overhead): a PatchChoice."""
+    from .plan.patch_search import parse_patch, parse_size, search
+
+    if not 0 <= max_overhead:
+        raise TinymemError(f"--max-overhead must be >= 0, got {max_overhead}")
+    return search(g, parse_patch(patch), sram=parse_size(sram) if sram is not None else None,
+                  max_overhead=max_overhead, planner=planner)
+
+
+def _patch_options(f):
+    """--patch, --sram and --max-overhead, shared by plan, sim and run."""
+    f = click.option("--max-overhead", type=float, default=0.15, show_default=True,
+                     help="--patch auto without --sram: the most extra MACs (fraction) the schedule may cost.")(f)
+    f = click.option("--sram", help="SRAM budget, e.g. 64KiB or 65536: --patch auto picks the fewest MACs that fit.")(f)
+    f = click.option("--patch", default="off", show_default=True,
+                     help="Patch-based inference: auto (search split point and grid), off (layer by layer), "
+                          "or RxC@K (an R x C grid over the output of op K).")(f)
+    return f
+
+
+def _patch_line(choice) -> str:
+    d = choice.as_dict()
+    if choice.schedule is None:
+        return (f"patch: layer by layer ({d['peak_sram_bytes']:,} B) is best here; searched "
+                f"{d['schedules_considered']} schedules in {d['search_seconds']:.2f} s")
+    return (f"patch {d['label']}: peak SRAM {d['peak_sram_bytes']:,} B vs {d['layerwise_peak_sram_bytes']:,} B layer by layer "
+            f"({d['layerwise_peak_sram_bytes'] / d['peak_sram_bytes']:.2f}x less), {d['extra_macs_ratio']:+.1%} MACs; "
+            f"searched {d['schedules_considered']} schedules ({d['schedules_planned']} planned) in {d['search_seconds']:.2f} s")
+
+
 def _print_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2))
 
@@ -63,20 +94,29 @@ def inspect(model: str, as_json: bool, tensors: bool) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a per-layer memory plot (PNG).")
 @click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True,
               help="greedy = TFLite Micro's greedy-by-size planner (the baseline).")
-def plan(model: str, as_json: bool, plot: str | None, planner: str) -> None:
+@_patch_options
+def plan(model: str, as_json: bool, plot: str | None, planner: str, patch: str, sram: str | None,
+         max_overhead: float) -> None:
     """Static memory plan of MODEL: arena offsets, peak SRAM, flash, MACs, per-layer live bytes."""
     g = _load(model)
-    p = _plan(g, planner)
+    choice = _patch_choice(g, planner, patch, sram, max_overhead) if (patch != "off" or sram) else None
+    p = choice.plan if choice else _plan(g, planner)
     baseline = _plan(g, "greedy") if planner != "greedy" else None
     if plot:
-        from .report.plots import plot_plan
+        from .report.plots import plot_patch, plot_plan
 
-        plot_plan(p, plot, baseline=baseline)
+        if choice is not None and choice.schedule is not None:
+            plot_patch(choice, plot)
+        else:
+            plot_plan(p, plot, baseline=baseline)
     if as_json:
         d = p.as_dict()
         if baseline is not None:
             d["baseline"] = {"planner": "greedy", "peak_sram_bytes": baseline.peak_sram_bytes,
                              "arena_bytes": baseline.arena_bytes}
+        if choice is not None:
+            d["patch"] = choice.as_dict()
+            d["pareto"] = [c.as_dict(choice.layerwise.macs) for c in choice.pareto]
         _print_json(d)
         return
     from .report.tables import plan_table
@@ -86,6 +126,8 @@ def plan(model: str, as_json: bool, plot: str | None, planner: str) -> None:
     if baseline is not None:
         line += f"; greedy-by-size (TFLM's planner) {baseline.arena_bytes:,} B = {p.arena_bytes / baseline.arena_bytes:.2f}x"
     console.print(line)
+    if choice is not None:
+        console.print(_patch_line(choice))
     if plot:
         console.print(f"plot written to {plot}")
 
@@ -95,16 +137,20 @@ def plan(model: str, as_json: bool, plot: str | None, planner: str) -> None:
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True)
 @click.option("--board", help="Write a PlatformIO project for this board (see `tinymem boards`) instead of a bare C bundle.")
-def codegen(model: str, out_dir: str, planner: str, board: str | None) -> None:
+@click.option("--no-profile", is_flag=True, help="With --board: build without the per-layer timing hooks.")
+def codegen(model: str, out_dir: str, planner: str, board: str | None, no_profile: bool) -> None:
     """Generate C for MODEL into OUT: tinymem_model.{c,h} + kernels, or a whole PlatformIO project with --board."""
+    if no_profile and not board:
+        raise click.UsageError("--no-profile applies to board projects: add --board")
     g = _load(model)
     p = _plan(g, planner)
     if board:
         from .build.platformio import render_project
 
-        render_project(g, p, board, out_dir)
+        render_project(g, p, board, out_dir, profile=not no_profile)
         console.print(f"wrote a PlatformIO project for {board} to {out_dir} (arena {p.arena_bytes:,} B, "
-                      f"flash {p.flash_bytes:,} B); build and flash it with `tinymem flash {out_dir}`")
+                      f"flash {p.flash_bytes:,} B{', no profile hooks' if no_profile else ''}); "
+                      f"build and flash it with `tinymem flash {out_dir}`")
         return
     from codegen import render_model
 
@@ -141,13 +187,18 @@ def _save_outputs(path: str, outputs: list[np.ndarray]) -> None:
 @click.option("--sanitize", is_flag=True, help="Build with ASan/UBSan.")
 @click.option("--keep", type=click.Path(file_okay=False), help="Keep the generated C and binary in this directory.")
 @click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True)
-def sim(model: str, inputs: tuple[str, ...], output: str, sanitize: bool, keep: str | None, planner: str) -> None:
+@_patch_options
+def sim(model: str, inputs: tuple[str, ...], output: str, sanitize: bool, keep: str | None, planner: str,
+        patch: str, sram: str | None, max_overhead: float) -> None:
     """Generate C, compile it for the host, run every input sample through it."""
     from .sim import build_host
 
     g = _load(model)
     arrays = [_load_npy(p) for p in inputs]
-    p = _plan(g, planner)
+    choice = _patch_choice(g, planner, patch, sram, max_overhead) if (patch != "off" or sram) else None
+    p = choice.plan if choice else _plan(g, planner)
+    if choice is not None:
+        console.print(_patch_line(choice))
     with console.status("compiling the generated C for the host"):
         host = build_host(g, p, keep, sanitize=sanitize)
     outs = host.run(arrays)
@@ -157,7 +208,8 @@ def sim(model: str, inputs: tuple[str, ...], output: str, sanitize: bool, keep: 
 
 @cli.command()
 def demo() -> None:
-    """The main job on a bundled model: inspect, plan (vs TFLM's planner), generate C, run on the host."""
+    """The main job on a bundled model: inspect, plan (vs TFLM's planner), generate C, run on the host
+    and on the emulated Cortex-M4 board (mps2_an386, 256 KB RAM limit)."""
     from .demo import run_demo
 
     run_demo(console)
@@ -182,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 from . import cli_board  # noqa: E402,F401  (registers boards, flash, run on the group above)
+from . import cli_alloc  # noqa: E402,F401  (registers alloc-config, alloc-replay)
+from . import cli_lsm  # noqa: E402,F401  (registers the lsm group)
 
 if __name__ == "__main__":
     # Run as `python -m tinymem.cli`, this file is `__main__`, but cli_board registers its commands on

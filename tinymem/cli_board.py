@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .cli import _load, _load_npy, _plan, _print_json, _save_outputs, cli, console
+from .cli import _load, _load_npy, _patch_choice, _patch_line, _patch_options, _plan, _print_json, _save_outputs, cli, console
 
 
 @cli.command()
@@ -82,24 +82,34 @@ def flash(project: str, port: str | None, as_json: bool) -> None:
               help="Keep the generated PlatformIO project here (default: a temporary directory).")
 @click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True)
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for each answer.")
+@click.option("--retries", type=click.IntRange(0, 10), default=2, show_default=True,
+              help="Times a sample is redone after a damaged, lost or late frame.")
+@click.option("--no-profile", is_flag=True, help="Build without the per-layer timing hooks (RAM figures stay).")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as one JSON object.")
+@_patch_options
 def run_cmd(model: str, board_name: str, inputs: tuple[str, ...], output: str, profile_path: str | None,
             port: str | None, upload_port: str | None, project_dir: str | None, planner: str, timeout: float,
-            as_json: bool) -> None:
+            retries: int, no_profile: bool, as_json: bool, patch: str = "off", sram: str | None = None,
+            max_overhead: float = 0.15) -> None:
     """Generate, build and flash MODEL for a board, stream every input sample through it, save outputs."""
     from .build.boards import load_board
+    from .link.report import memory_lines
     from .link.run import run_on_board
 
     board = load_board(board_name)
     g = _load(model)
     arrays = [_load_npy(p) for p in inputs]
-    plan = _plan(g, planner)
+    choice = _patch_choice(g, planner, patch, sram, max_overhead) if (patch != "off" or sram) else None
+    plan = choice.plan if choice else _plan(g, planner)
+    if choice is not None and not as_json:
+        console.print(_patch_line(choice))
     with console.status("starting") as status:
         def progress(done: int, total: int) -> None:
             status.update(f"sample {done}/{total} on {board.id}")
 
         result = run_on_board(g, plan, board, arrays, project_dir=project_dir, port=port, upload_port=upload_port,
-                              timeout=timeout, progress=progress, on_stage=status.update)
+                              profile=not no_profile, timeout=timeout, progress=progress, on_stage=status.update,
+                              retries=retries)
     _save_outputs(output, result.outputs)
     prof = result.profile
     if profile_path:
@@ -109,8 +119,11 @@ def run_cmd(model: str, board_name: str, inputs: tuple[str, ...], output: str, p
         return
     unit = prof["unit"]
     console.print(f"ran {prof['samples']} sample(s) on {board.id}; wrote {output}")
-    console.print(f"invoke: {prof['invoke'][f'median_{unit}']:,} {unit} (median; clock {prof['clock']}); "
-                  f"RAM {prof['ram_static_bytes']:,} B static + {prof['stack_high_water_bytes']:,} B stack = "
-                  f"{prof['peak_sram_measured_bytes']:,} B of {prof['ram_limit_bytes']:,} B")
+    console.print(f"invoke: {prof[f'total_{unit}']:,} {unit} (median; clock {prof['clock']})")
+    for line in memory_lines(prof):
+        console.print(line)
+    if prof["link"]["retries"]:
+        console.print(f"[yellow]{prof['link']['retries']} sample(s) redone after link faults:[/yellow] "
+                      + "; ".join(prof["link"]["faults"]), highlight=False)
     if profile_path:
         console.print(f"profile written to {profile_path}")

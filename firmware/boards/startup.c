@@ -6,7 +6,7 @@
 int main(void);
 
 extern uint32_t __data_load[], __data_start[], __data_end[], __bss_start[], __bss_end[];
-extern uint32_t __stack_limit[], __stack_top[];
+extern uint32_t __stack_limit[], __stack_top[], __ram_start[];
 
 #define SCB_CPACR 0xE000ED88u
 #define SCB_VTOR 0xE000ED08u
@@ -58,6 +58,11 @@ uint32_t tm_stack_high_water(void)
 uint32_t tm_stack_capacity(void)
 {
     return (uint32_t)((uintptr_t)__stack_top - (uintptr_t)__stack_limit);
+}
+
+uint32_t tm_ram_static_bytes(void)
+{
+    return (uint32_t)((uintptr_t)__stack_limit - (uintptr_t)__ram_start);
 }
 
 void tm_reset_handler(void)

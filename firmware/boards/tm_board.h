@@ -24,6 +24,8 @@ uint64_t tm_cycles(void);
  * overwritten word gives the high-water mark (bytes of stack ever used, main included). */
 uint32_t tm_stack_high_water(void);
 uint32_t tm_stack_capacity(void);
+/* .data + .bss as linked (arena, runtime buffers, C library): RAM in use before any stack. */
+uint32_t tm_ram_static_bytes(void);
 
 /* Leave: emulated boards end QEMU through semihosting with this status; real boards idle. */
 void tm_board_exit(int status) __attribute__((noreturn));

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TM_PROTOCOL_VERSION 1u
+#define TM_PROTOCOL_VERSION 2u
 
 #define TM_FRAME_MAX_PAYLOAD 256u
 #define TM_FRAME_OVERHEAD 7u /* type, seq, crc32 */
@@ -26,22 +26,26 @@
 enum {
     TM_FRAME_PING = 0x01,   /* (empty): board answers HELLO and restarts sequence checking */
     TM_FRAME_INPUT = 0x02,  /* chunk of an input tensor; answered by ACK */
-    TM_FRAME_INVOKE = 0x03, /* (empty): run the model; answered by OUTPUT..., PROFILE..., DONE */
+    TM_FRAME_INVOKE = 0x03, /* (empty): run the model; answered by OUTPUT..., PROFILE..., MEMORY, DONE */
     TM_FRAME_EXIT = 0x04,   /* u8 status: emulated boards leave QEMU with it; answered by ACK */
     TM_FRAME_HELLO = 0x20,  /* what this firmware is: see tm_board main.c */
     TM_FRAME_ACK = 0x21,    /* u16 seq of the frame acknowledged */
     TM_FRAME_OUTPUT = 0x22, /* chunk of an output tensor */
     TM_FRAME_PROFILE = 0x23,/* u16 first op, u16 count, u64 ticks per op */
-    TM_FRAME_DONE = 0x24,   /* u64 invoke ticks, u32 stack high water bytes */
-    TM_FRAME_ERROR = 0x25   /* u8 code, u8 pad, u16 seq at fault, u32 detail, text */
+    TM_FRAME_DONE = 0x24,   /* u64 invoke ticks */
+    TM_FRAME_ERROR = 0x25,  /* u8 code, u8 pad, u16 seq at fault, u32 detail, u32 detail2 */
+    TM_FRAME_MEMORY = 0x26, /* u32 each: .data+.bss, stack high water, stack capacity, arena, RAM limit */
+    TM_FRAME_LOG = 0x27     /* text, for people: the host prints it, never parses it */
 };
 
 enum {
-    TM_ERR_BAD_FRAME = 1, /* COBS, length or CRC check failed */
-    TM_ERR_LOST = 2,      /* sequence gap: a host frame went missing */
-    TM_ERR_BAD_CHUNK = 3, /* index/offset/length outside the tensor */
-    TM_ERR_UNKNOWN = 4,   /* frame type this firmware does not handle */
-    TM_ERR_FAULT = 5      /* the core faulted: detail = stacked PC */
+    TM_ERR_BAD_FRAME = 1,  /* COBS, length or CRC check failed */
+    TM_ERR_LOST = 2,       /* sequence gap: a host frame went missing */
+    TM_ERR_BAD_CHUNK = 3,  /* index/offset/length outside the tensor */
+    TM_ERR_UNKNOWN = 4,    /* frame type this firmware does not handle */
+    TM_ERR_FAULT = 5,      /* the core faulted: detail = stacked PC */
+    TM_ERR_INCOMPLETE = 6, /* INVOKE before every input byte arrived intact: detail = bytes got, detail2 = needed */
+    TM_ERR_STACK = 7       /* the stack reached .bss (the arena): outputs cannot be trusted */
 };
 
 /* zlib-compatible CRC-32: tm_crc32(0, p, n) == zlib.crc32(p[:n]). Chainable. */

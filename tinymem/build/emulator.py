@@ -3,8 +3,9 @@
 Measured (shared/notes/platformio-qemu.md): a `socket://` open discards bytes already received,
 so QEMU starts paused (-S) and waits for our connection before the CPU runs a single
 instruction; `-icount shift=0` makes SysTick count exactly (1 ns of virtual time per
-instruction); semihosting carries the firmware's exit status out as QEMU's. The process is
-always reaped, whatever happens in between.
+instruction); semihosting carries the firmware's exit status out as QEMU's; `nodelay=on` sends
+each reply at once (with Nagle's algorithm every ACK waited for the TCP delayed ACK: input
+streamed at 4.8 KB/s instead of 30). The process is always reaped, whatever happens in between.
 """
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class Emulator:
 
     def _command(self) -> list[str]:
         return [qemu_binary(), "-machine", self.machine, "-display", "none", "-monitor", "stdio", "-S",
-                "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=on",
+                "-serial", f"tcp:127.0.0.1:{self.port},server=on,wait=on,nodelay=on",
                 "-semihosting-config", "enable=on,target=native", "-icount", "shift=0",
                 "-kernel", str(self.elf)]
 

@@ -30,7 +30,7 @@ PLATFORM_VERSION = "0.1.0"
 MANIFEST = "tinymem.json"
 # RAM the board runtime adds to the plan: protocol buffers (decoder, wire, payload) and small
 # statics; the per-op profile table is added per op. Checked against the linked ELF in tests.
-RUNTIME_RAM_BYTES = 1024
+RUNTIME_RAM_BYTES = 1024 + 256  # + tm_alloc's out-of-band metadata: the protocol buffers come from it
 PROFILE_BYTES_PER_OP = 8
 
 UART_SOURCES = {"cmsdk": "uart_cmsdk.c", "stm32_usart_v1": "uart_stm32.c", "stm32_usart_v2": "uart_stm32.c",
@@ -208,6 +208,23 @@ def uart_defines(board: Board) -> list[tuple[str, str]]:
     return []
 
 
+def write_runtime(board: Board, src: Path) -> None:
+    """Everything a board firmware needs besides its model and main.c, into src: the protocol, the
+    allocator and its generated config, the board support. Shared with other firmwares that
+    present a model's API (tinymem/lsm/encode.py), so they follow the runtime as it changes."""
+    sources = [FIRMWARE_DIR / "runtime" / "protocol.c", FIRMWARE_DIR / "runtime" / "protocol.h"]
+    sources += [FIRMWARE_DIR / "runtime" / n for n in ("tm_alloc.c", "tm_alloc_check.c", "tm_alloc.h", "tm_alloc_impl.h",
+                                                       "tm_alloc_default_config.h")]
+    sources += [FIRMWARE_DIR / "boards" / n for n in ("tm_board.h", "startup.c", "cycles.c", UART_SOURCES[board.serial.uart])]
+    if board.boot2:
+        sources.append(FIRMWARE_DIR / "boards" / "boot2_rp2040.c")
+    for path in sources:
+        shutil.copyfile(path, src / path.name)
+    from ..alloc.runtime import runtime_header
+
+    (src / "tinymem_alloc_config.h").write_text(runtime_header())
+
+
 def render_project(g: Graph, plan: MemoryPlan, board: Board | str, out_dir: str | Path, profile: bool = True,
                    upload_port: str | None = None, check_ram: bool = True) -> Project:
     """Write a complete PlatformIO project for the model on the board into out_dir."""
@@ -222,12 +239,7 @@ def render_project(g: Graph, plan: MemoryPlan, board: Board | str, out_dir: str 
         shutil.rmtree(src)  # our own earlier render, maybe for another board: no stale drivers
     src.mkdir(parents=True, exist_ok=True)
     render_model(g, plan, src)
-    sources = [FIRMWARE_DIR / "runtime" / "protocol.c", FIRMWARE_DIR / "runtime" / "protocol.h"]
-    sources += [FIRMWARE_DIR / "boards" / n for n in ("tm_board.h", "startup.c", "cycles.c", UART_SOURCES[board.serial.uart])]
-    if board.boot2:
-        sources.append(FIRMWARE_DIR / "boards" / "boot2_rp2040.c")
-    for path in sources:
-        shutil.copyfile(path, src / path.name)
+    write_runtime(board, src)
     env = environment()
     ctx = {"model": g.name, "board": board, "profile": profile, "upload_port": upload_port,
            "platform_dir": PLATFORM_DIR, "inputs": _io(g, plan, g.inputs), "outputs": _io(g, plan, g.outputs),

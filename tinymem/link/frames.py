@@ -16,7 +16,7 @@ from cobs import cobs
 
 from ..errors import TinymemError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_PAYLOAD = 256
 OVERHEAD = 7
 CHUNK_HEADER = 5  # index u8, offset u32
@@ -35,6 +35,8 @@ class FrameType(IntEnum):
     PROFILE = 0x23
     DONE = 0x24
     ERROR = 0x25
+    MEMORY = 0x26
+    LOG = 0x27
 
 
 class ErrorCode(IntEnum):
@@ -43,6 +45,8 @@ class ErrorCode(IntEnum):
     BAD_CHUNK = 3
     UNKNOWN = 4
     FAULT = 5
+    INCOMPLETE = 6
+    STACK = 7
 
 
 class FrameError(TinymemError):

@@ -13,7 +13,7 @@ from ..errors import TinymemError
 from ..model.graph import Graph
 from ..plan.memory import MemoryPlan
 from ..sim.host import sample_shape
-from .session import Hello, Invocation, Session
+from .session import Hello, Invocation, LinkStats, Session
 
 
 @dataclass
@@ -37,7 +37,15 @@ def clock_units(board, hello: Hello) -> tuple[str, float, str]:
 
 
 def profile_report(g: Graph, plan: MemoryPlan, board, hello: Hello, runs: list[Invocation],
-                   ram_static_bytes: int, flash_bytes: int) -> dict:
+                   ram_static_bytes: int, flash_bytes: int, link: LinkStats | None = None) -> dict:
+    """What the board measured, in one JSON-able dict, with the plan's figures beside it.
+
+    Measured peak SRAM = .data + .bss (arena, runtime, C library) + the painted stack's high-water
+    mark. The plan's peak counts the arena only, so the two differ by the runtime: the bound they
+    are held to is the one the plan-time guard (check_fits) admits a model with, plan + runtime
+    budget (protocol buffers, profile table, minimum stack)."""
+    from ..build.platformio import runtime_ram_bytes
+
     unit, per_tick, note = clock_units(board, hello)
     high_water = max(r.stack_high_water for r in runs) if runs else 0
     layers = []
@@ -47,18 +55,37 @@ def profile_report(g: Graph, plan: MemoryPlan, board, hello: Hello, runs: list[I
         layers.append({"index": layer.index, "op": layer.op, "macs": layer.macs,
                        "ticks": median, unit: None if median is None else round(median * per_tick)})
     invoke = [r.ticks for r in runs]
+    total = round(statistics.median(invoke) * per_tick) if invoke else None
+    budget = runtime_ram_bytes(plan, board, hello.profile)
+    measured = ram_static_bytes + high_water
     return {
         "model": g.name, "board": board.id, "clock": hello.clock, "clock_hz": hello.clock_hz,
         "unit": unit, "unit_per_tick": per_tick, "clock_note": note, "samples": len(runs),
-        "invoke": {"ticks": invoke, f"median_{unit}": round(statistics.median(invoke) * per_tick) if invoke else None},
+        "invoke": {"ticks": invoke, f"median_{unit}": total},
+        f"total_{unit}": total,
         "layers": layers if hello.profile else [],
         "ram_static_bytes": ram_static_bytes,
         "stack_high_water_bytes": high_water,
-        "peak_sram_measured_bytes": ram_static_bytes + high_water,
+        "stack_capacity_bytes": hello.stack_capacity,
+        "peak_sram_measured_bytes": measured,
         "peak_sram_planned_bytes": plan.peak_sram_bytes,
+        "plan": {"peak_sram_bytes": plan.peak_sram_bytes, "arena_bytes": plan.arena_bytes,
+                 "runtime_budget_bytes": budget, "bound_bytes": plan.peak_sram_bytes + budget},
+        "within_plan_bound": plan.peak_sram_bytes <= measured <= plan.peak_sram_bytes + budget,
         "ram_limit_bytes": board.sram_bytes,
         "flash_bytes": flash_bytes,
+        "link": (link or LinkStats()).as_dict() | {"rx_window": hello.window},
     }
+
+
+def check_memory(runs: list[Invocation], ram_static_bytes: int, plan: MemoryPlan, board) -> None:
+    """The board's own figures must match the ELF just built and the plan: else it runs something else."""
+    for r in runs[:1]:
+        if (r.ram_static, r.arena_bytes, r.ram_limit) != (ram_static_bytes, plan.arena_bytes, board.sram_bytes):
+            raise TinymemError(
+                f"the firmware on the board is not the one just built: it reports {r.ram_static:,} B static, "
+                f"arena {r.arena_bytes:,} B, RAM {r.ram_limit:,} B; the build has {ram_static_bytes:,} B, "
+                f"{plan.arena_bytes:,} B, {board.sram_bytes:,} B")
 
 
 def _outputs(g: Graph, runs: list[Invocation]) -> list[np.ndarray]:
@@ -89,7 +116,7 @@ def check_inputs(g: Graph, arrays: list[np.ndarray]) -> int:
 
 def run_on_board(g: Graph, plan: MemoryPlan, board, inputs: list[np.ndarray], project_dir: str | Path | None = None,
                  port: str | None = None, upload_port: str | None = None, profile: bool = True,
-                 timeout: float = 30.0, progress=None, on_stage=None) -> BoardRun:
+                 timeout: float = 30.0, progress=None, on_stage=None, retries: int = 2) -> BoardRun:
     """inputs[i] is int8 [N, *input_shape[1:]]; returns outputs [N, *output_shape[1:]] and a profile."""
     from ..build.emulator import Emulator
     from ..build.platformio import build, render_project, upload
@@ -100,7 +127,8 @@ def run_on_board(g: Graph, plan: MemoryPlan, board, inputs: list[np.ndarray], pr
         raise TinymemError(f"board '{board.id}' is real hardware: give --port, the serial port of its UART")
     if project_dir is None:  # a throwaway project: build in a temporary directory, removed afterwards
         with tempfile.TemporaryDirectory(prefix=f"tinymem-{board.id}-") as tmp:
-            return run_on_board(g, plan, board, inputs, tmp, port, upload_port, profile, timeout, progress, on_stage)
+            return run_on_board(g, plan, board, inputs, tmp, port, upload_port, profile, timeout, progress, on_stage,
+                                retries)
     project_dir = Path(project_dir)
     stage(f"generating the {board.id} project in {project_dir}")
     project = render_project(g, plan, board, project_dir, profile=profile)
@@ -109,7 +137,7 @@ def run_on_board(g: Graph, plan: MemoryPlan, board, inputs: list[np.ndarray], pr
     if board.emulated:
         stage(f"booting QEMU {board.qemu_machine}")
         with Emulator(board.qemu_machine, built.elf) as emu:
-            session = Session(emu.serial, timeout=timeout, progress=progress)
+            session = Session(emu.serial, timeout=timeout, progress=progress, retries=retries)
             hello = session.hello()
             runs = session.run(inputs)
             session.exit(0)
@@ -126,8 +154,9 @@ def run_on_board(g: Graph, plan: MemoryPlan, board, inputs: list[np.ndarray], pr
         except serial.SerialException as exc:
             raise TinymemError(f"cannot open serial port {port}: {exc}") from None
         with link:
-            session = Session(link, timeout=timeout, progress=progress)
+            session = Session(link, timeout=timeout, progress=progress, retries=retries)
             hello = session.hello()
             runs = session.run(inputs)
-    report = profile_report(g, plan, board, hello, runs, built.ram_static_bytes, built.flash_bytes)
+    check_memory(runs, built.ram_static_bytes, plan, board)
+    report = profile_report(g, plan, board, hello, runs, built.ram_static_bytes, built.flash_bytes, session.stats)
     return BoardRun(_outputs(g, runs), report, hello)

@@ -1,12 +1,22 @@
 """Talk to a tinymem board firmware over a serial port (a real one, or QEMU's over TCP).
 
-The exchange is strictly request/response, so it works on UARTs without flow control:
-  PING -> HELLO;  INPUT chunk -> ACK (one at a time);  INVOKE -> OUTPUT..., PROFILE..., DONE;
-  EXIT -> ACK (an emulated board then leaves QEMU with the given status).
+The exchange is request/response, so it works on UARTs without flow control:
+  PING -> HELLO;  INPUT chunk -> ACK (up to HELLO's window in flight);
+  INVOKE -> OUTPUT..., PROFILE..., MEMORY, DONE;  EXIT -> ACK (an emulated board then leaves QEMU).
+LOG frames may come at any time: they are collected, never parsed.
+
+Faults. Every frame carries a CRC and a sequence number, and every wait has a deadline, so a
+dropped byte, a flipped bit, a truncated frame or a board that stops answering each raise a
+LinkError. A sample's exchange is idempotent as a whole (inputs are rewritten before each INVOKE,
+and the firmware refuses to INVOKE unless every input byte arrived since the last one with no bad
+frame in between), so on a LinkError the session resynchronises with a PING and redoes the sample,
+up to `retries` times. Nothing else is retried: a fault, a rejected chunk or a closed link is final.
 """
 from __future__ import annotations
 
+import collections
 import select
+import socket
 import struct
 import time
 from dataclasses import dataclass, field
@@ -19,10 +29,32 @@ from .frames import (CHUNK_MAX_DATA, PROTOCOL_VERSION, ErrorCode, Frame, FrameEr
                      chunk_payload, encode, parse_chunk)
 
 COUNTERS = {1: "dwt", 2: "systick"}
+# Board errors that mean "a frame was damaged or lost on the way": the exchange may be redone.
+TRANSIENT = (ErrorCode.BAD_FRAME, ErrorCode.LOST, ErrorCode.INCOMPLETE)
 
 
 class LinkClosed(TinymemError):
     """The other end went away (QEMU exited, the board was unplugged)."""
+
+
+class LinkError(TinymemError):
+    """A frame was damaged, lost or late: the exchange it belongs to may be redone from a PING."""
+
+
+class LinkTimeout(LinkError):
+    """Nothing (or only part of a frame) arrived before the deadline."""
+
+
+class BoardError(TinymemError):
+    """The board reported an error frame."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class BoardLinkError(BoardError, LinkError):
+    """The board saw a damaged or lost frame from the host."""
 
 
 @dataclass
@@ -39,6 +71,7 @@ class Hello:
     input_bytes: list[int]
     output_bytes: list[int]
     ping_seq: int = 0
+    window: int = 1
 
     @property
     def clock(self) -> str:
@@ -49,18 +82,22 @@ class Hello:
         head = struct.Struct("<6BHIIIHH")
         if len(p) < head.size:
             raise TinymemError(f"HELLO of {len(p)} B is too short: is this a tinymem firmware?")
-        version, flags, counter, n_in, n_out, _pad, ops, clock, arena, stack, ping, _ = head.unpack(p[:head.size])
+        version, flags, counter, n_in, n_out, window, ops, clock, arena, stack, ping, _ = head.unpack(p[:head.size])
         if version != PROTOCOL_VERSION:
             raise TinymemError(f"firmware speaks protocol {version}, this tinymem speaks {PROTOCOL_VERSION}: rebuild it")
         end = head.size + 4 * (n_in + n_out)
+        if len(p) < end:
+            raise TinymemError(f"HELLO of {len(p)} B is too short for {n_in} input and {n_out} output sizes")
         sizes = struct.unpack(f"<{n_in + n_out}I", p[head.size:end])
         return cls(p[end:].decode(errors="replace"), version, bool(flags & 1), bool(flags & 2),
-                   COUNTERS.get(counter, "none"), ops, clock, arena, stack, list(sizes[:n_in]), list(sizes[n_in:]), ping)
+                   COUNTERS.get(counter, "none"), ops, clock, arena, stack, list(sizes[:n_in]), list(sizes[n_in:]),
+                   ping, max(1, window))
 
     def as_dict(self) -> dict:
         return {"board": self.board, "protocol": self.version, "profile": self.profile, "emulated": self.emulated,
                 "clock": self.clock, "clock_hz": self.clock_hz, "ops": self.ops, "arena_bytes": self.arena_bytes,
-                "stack_capacity_bytes": self.stack_capacity, "inputs": self.input_bytes, "outputs": self.output_bytes}
+                "stack_capacity_bytes": self.stack_capacity, "inputs": self.input_bytes, "outputs": self.output_bytes,
+                "rx_window": self.window}
 
 
 @dataclass
@@ -71,16 +108,53 @@ class Invocation:
     stack_high_water: int
     stack_capacity: int
     op_ticks: list[int] = field(default_factory=list)
+    ram_static: int = 0  # .data + .bss as the board's linker symbols say
+    arena_bytes: int = 0
+    ram_limit: int = 0
+
+
+@dataclass
+class LinkStats:
+    retries: int = 0
+    faults: list[str] = field(default_factory=list)  # what each retry recovered from
+    input_bytes: int = 0  # payload bytes of INPUT chunks acknowledged
+    input_seconds: float = 0.0  # time from the first chunk to the last ACK, summed over samples
+
+    def as_dict(self) -> dict:
+        rate = self.input_bytes / self.input_seconds if self.input_seconds else None
+        return {"retries": self.retries, "faults": self.faults, "input_bytes": self.input_bytes,
+                "input_seconds": round(self.input_seconds, 3),
+                "input_bytes_per_s": None if rate is None else round(rate)}
+
+
+def _configure(port) -> None:
+    """Reads never block (select() waits instead); TCP sends go out at once: the firmware answers
+    each frame with a short ACK, and Nagle's algorithm would hold the next frame for it."""
+    sock = getattr(port, "_socket", None)  # pyserial's socket:// keeps its socket here
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+    try:
+        port.timeout = 0
+    except (AttributeError, ValueError, serial.SerialException):
+        pass
 
 
 class Session:
-    def __init__(self, port: serial.SerialBase, timeout: float = 10.0, progress=None):
+    def __init__(self, port: serial.SerialBase, timeout: float = 10.0, progress=None, retries: int = 2,
+                 invoke_timeout: float = 60.0, on_log=None):
         self.port, self.timeout, self.progress = port, timeout, progress
+        self.retries, self.invoke_timeout, self.on_log = retries, invoke_timeout, on_log
+        _configure(port)
         self._reader = FrameReader()
         self._pending: list[Frame | FrameError] = []
         self._seq = 0
         self._board_seq: int | None = None
         self.hello_info: Hello | None = None
+        self.logs: list[str] = []
+        self.stats = LinkStats()
 
     # --- bytes and frames ---------------------------------------------------------------------
     def _read_some(self, wait: float) -> bytes:
@@ -88,9 +162,8 @@ class Session:
             ready, _, _ = select.select([self.port.fileno()], [], [], wait)
             if not ready:
                 return b""
-            # Exact on a serial port; 0/1 on socket:// (where one byte per select is still plenty
-            # at QEMU's ~20 KB/s, and never loses bytes to pyserial's end-of-stream exception).
-            return self.port.read(max(1, self.port.in_waiting))
+            # Non-blocking (timeout 0): returns what one read gets, never drops it on end-of-stream.
+            return self.port.read(4096)
         except serial.SerialException as exc:
             raise LinkClosed(f"the serial link closed: {exc}") from None
         except (AttributeError, NotImplementedError):  # ports without a file descriptor (loop://)
@@ -109,46 +182,61 @@ class Session:
         self._write(encode(Frame(ftype, seq, payload)))
         return seq
 
-    def receive(self, timeout: float | None = None) -> Frame:
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        while not self._pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TinymemError(f"no frame from the board within {self.timeout if timeout is None else timeout:.1f} s")
-            self._pending += self._reader.feed(self._read_some(min(left, 0.25)))
-        item = self._pending.pop(0)
-        if isinstance(item, FrameError):
-            raise TinymemError(f"corrupted frame from the board: {item}")
-        if self._board_seq is not None and item.seq != self._board_seq:
-            raise TinymemError(f"lost a frame from the board: expected sequence {self._board_seq}, got {item.seq}")
-        self._board_seq = (item.seq + 1) & 0xFFFF
-        if item.type == FrameType.ERROR:
-            raise TinymemError(_describe_error(item.payload))
-        return item
+    def receive(self, timeout: float | None = None, what: str = "a frame") -> Frame:
+        """The next frame from the board, LOG frames aside. Damage, loss and silence raise LinkError."""
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        while True:
+            while not self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LinkTimeout(f"the board stopped answering: no {what} within {wait:.1f} s")
+                self._pending += self._reader.feed(self._read_some(min(left, 0.25)))
+            item = self._pending.pop(0)
+            if isinstance(item, FrameError):
+                raise LinkError(f"corrupted frame from the board: {item}")
+            if self._board_seq is not None and item.seq != self._board_seq:
+                raise LinkError(f"lost a frame from the board: expected sequence {self._board_seq}, got {item.seq}")
+            self._board_seq = (item.seq + 1) & 0xFFFF
+            if item.type == FrameType.ERROR:
+                code, message = _describe_error(item.payload)
+                raise (BoardLinkError if code in TRANSIENT else BoardError)(code, message)
+            if item.type != FrameType.LOG:
+                return item
+            text = item.payload.decode(errors="replace")
+            self.logs.append(text)
+            if self.on_log:
+                self.on_log(text)
 
     def _expect(self, ftype: FrameType, timeout: float | None = None) -> Frame:
-        frame = self.receive(timeout)
+        frame = self.receive(timeout, what=ftype.name)
         if frame.type != ftype:
             raise TinymemError(f"expected {ftype.name} from the board, got {frame!r}")
         return frame
 
     # --- requests ------------------------------------------------------------------------------
-    def hello(self) -> Hello:
+    def hello(self, after: str | None = None) -> Hello:
         """PING until the HELLO that answers it arrives (a real board may still be booting after the
-        port opened). Frames left from an earlier exchange, and HELLOs to earlier PINGs, are skipped."""
+        port opened; after a fault the board may still be answering old requests). Frames left from
+        an earlier exchange, and HELLOs to earlier PINGs, are skipped."""
         deadline = time.monotonic() + self.timeout
         self._write(b"\0")  # ends whatever partial frame the board may hold from line noise
+        self._reader, self._pending = FrameReader(), []  # and ours: a truncated frame must not swallow the HELLO
         while time.monotonic() < deadline:
             self._board_seq = None  # PING restarts sequence checking on both sides
             ping = self.send(FrameType.PING)
             answer_by = min(deadline, time.monotonic() + 1.0)
             while time.monotonic() < answer_by:
                 try:
-                    frame = self.receive(timeout=answer_by - time.monotonic())
-                except LinkClosed:
-                    raise
-                except TinymemError:
-                    continue  # stale frames, errors to earlier requests, or silence: keep listening
+                    frame = self.receive(timeout=answer_by - time.monotonic(), what="HELLO")
+                except BoardError as exc:
+                    if exc.code == ErrorCode.FAULT:
+                        raise
+                    continue  # an error to an earlier request
+                except LinkTimeout:
+                    continue
+                except LinkError:
+                    break  # a damaged frame may have been the HELLO: PING again now
                 finally:
                     self._board_seq = None
                 if frame.type == FrameType.HELLO:
@@ -157,8 +245,11 @@ class Session:
                         self._board_seq = (frame.seq + 1) & 0xFFFF
                         self.hello_info = h
                         return h
-        raise TinymemError(f"the board did not answer PING within {self.timeout:.0f} s "
-                           "(wrong port or baud rate, or not a tinymem firmware?)")
+        if after:
+            raise LinkError(f"the board stopped answering: after '{after}' it did not answer PING "
+                            f"within {self.timeout:.1f} s")
+        raise LinkError(f"the board did not answer PING within {self.timeout:.1f} s "
+                        "(wrong port or baud rate, or not a tinymem firmware?)")
 
     def check_model(self, input_bytes: list[int], output_bytes: list[int]) -> None:
         h = self.hello_info or self.hello()
@@ -167,36 +258,83 @@ class Session:
                                f"{h.input_bytes}/{h.output_bytes} bytes, this model's {list(input_bytes)}/{list(output_bytes)}")
 
     def invoke(self, inputs: list[bytes]) -> Invocation:
-        h = self.hello_info or self.hello()
-        for index, data in enumerate(inputs):
-            for at in range(0, len(data), CHUNK_MAX_DATA):
-                seq = self.send(FrameType.INPUT, chunk_payload(index, at, data[at:at + CHUNK_MAX_DATA]))
-                ack = self._expect(FrameType.ACK)
-                if struct.unpack("<H", ack.payload[:2])[0] != seq:
-                    raise TinymemError(f"board acknowledged frame {ack.payload[:2].hex()} instead of {seq}")
+        """One sample, redone from a PING after a damaged, lost or late frame (up to `retries` times)."""
+        attempt = 0
+        while True:
+            try:
+                return self._exchange(inputs)
+            except LinkError as exc:
+                if attempt >= self.retries:
+                    if not self.retries:
+                        raise
+                    raise LinkError(f"{exc} (still failing after {self.retries} retries)") from None
+                attempt += 1
+                self.stats.retries += 1
+                self.stats.faults.append(str(exc))
+                self.hello(after=str(exc))
+
+    def _send_and_invoke(self, inputs: list[bytes], window: int) -> None:
+        """Stream the input chunks, then INVOKE, with up to `window` frames unanswered at once (the
+        firmware's INCOMPLETE check makes an early INVOKE safe); every chunk's ACK is checked."""
+        start = time.monotonic()
+        in_flight: collections.deque[int] = collections.deque()
+
+        def settle() -> None:
+            ack = self._expect(FrameType.ACK)
+            want = in_flight.popleft()
+            if len(ack.payload) < 2 or struct.unpack("<H", ack.payload[:2])[0] != want:
+                raise LinkError(f"board acknowledged frame {ack.payload[:2].hex()} instead of {want}")
+
+        chunks = [(index, at) for index, data in enumerate(inputs) for at in range(0, len(data), CHUNK_MAX_DATA)]
+        for index, at in chunks:
+            while len(in_flight) >= window:
+                settle()
+            chunk = chunk_payload(index, at, inputs[index][at:at + CHUNK_MAX_DATA])
+            in_flight.append(self.send(FrameType.INPUT, chunk))
+        while len(in_flight) >= window:
+            settle()
         self.send(FrameType.INVOKE)
+        while in_flight:
+            settle()
+        self.stats.input_bytes += sum(len(d) for d in inputs)
+        self.stats.input_seconds += time.monotonic() - start
+
+    def _exchange(self, inputs: list[bytes]) -> Invocation:
+        h = self.hello_info or self.hello()
+        self._send_and_invoke(inputs, h.window)
         outputs = [bytearray(n) for n in h.output_bytes]
         got = [0] * len(outputs)
-        op_ticks = [0] * h.ops
+        op_ticks: list[int | None] = [None] * h.ops
+        memory = None
         while True:
-            frame = self.receive(timeout=max(self.timeout, 60.0))  # the invoke itself may take a while
+            frame = self.receive(self.invoke_timeout, what="answer to INVOKE")
+            p = frame.payload
             if frame.type == FrameType.OUTPUT:
-                index, at, data = parse_chunk(frame.payload)
-                if index >= len(outputs) or at + len(data) > len(outputs[index]):
-                    raise TinymemError(f"board sent output {index} bytes {at}..{at + len(data)} outside the tensor")
+                index, at, data = parse_chunk(p)
+                if index >= len(outputs) or at != got[index] or at + len(data) > len(outputs[index]):
+                    raise TinymemError(f"board sent output {index} bytes {at}..{at + len(data)} out of order "
+                                       "or outside the tensor")
                 outputs[index][at:at + len(data)] = data
                 got[index] += len(data)
             elif frame.type == FrameType.PROFILE:
-                first, count = struct.unpack("<HH", frame.payload[:4])
-                op_ticks[first:first + count] = struct.unpack(f"<{count}Q", frame.payload[4:4 + 8 * count])
-            elif frame.type == FrameType.DONE:
-                ticks, high, capacity = struct.unpack("<QII", frame.payload[:16])
+                first, count = struct.unpack("<HH", p[:4]) if len(p) >= 4 else (0, -1)
+                if count < 0 or len(p) != 4 + 8 * count or first + count > h.ops:
+                    raise TinymemError(f"malformed PROFILE frame ({len(p)} B) for a {h.ops}-op model")
+                op_ticks[first:first + count] = struct.unpack(f"<{count}Q", p[4:])
+            elif frame.type == FrameType.MEMORY and len(p) == 20:
+                memory = struct.unpack("<5I", p)
+            elif frame.type == FrameType.DONE and len(p) == 8:
+                (ticks,) = struct.unpack("<Q", p)
                 break
             else:
                 raise TinymemError(f"unexpected {frame!r} while waiting for outputs")
         if got != list(h.output_bytes):
             raise TinymemError(f"board sent {got} output bytes, expected {h.output_bytes}")
-        return Invocation([bytes(o) for o in outputs], ticks, high, capacity, op_ticks if h.profile else [])
+        if memory is None or (h.profile and None in op_ticks):
+            raise TinymemError("board finished without its MEMORY or PROFILE frames")
+        ram_static, high, capacity, arena, limit = memory
+        return Invocation([bytes(o) for o in outputs], ticks, high, capacity, list(op_ticks) if h.profile else [],
+                          ram_static, arena, limit)
 
     def run(self, arrays: list[np.ndarray]) -> list[Invocation]:
         """N samples: arrays[i] is int8 [N, ...] for input i. One Invocation per sample."""
@@ -215,24 +353,26 @@ class Session:
         seq = self.send(FrameType.EXIT, bytes([status & 0xFF]))
         try:
             ack = self._expect(FrameType.ACK)
-        except LinkClosed:
+        except (LinkClosed, LinkError):
             return  # QEMU may exit before the ACK is read: its exit status is the real answer
         if struct.unpack("<H", ack.payload[:2])[0] != seq:
             raise TinymemError("board acknowledged the wrong frame to EXIT")
 
 
-def _describe_error(p: bytes) -> str:
+def _describe_error(p: bytes) -> tuple[int, str]:
     if len(p) < 12:
-        return f"board reported an error ({p.hex()})"
+        return 0, f"board reported an error ({p.hex()})"
     code, _pad, seq, detail, detail2 = struct.unpack("<BBHII", p[:12])
     try:
         name = ErrorCode(code)
     except ValueError:
-        return f"board reported error {code} (frame {seq}, {detail}, {detail2})"
-    return {
+        return code, f"board reported error {code} (frame {seq}, {detail}, {detail2})"
+    return code, {
         ErrorCode.BAD_FRAME: "board received a corrupted frame (CRC or COBS check failed)",
         ErrorCode.LOST: f"board lost a frame: got sequence {seq}, expected {detail}",
         ErrorCode.BAD_CHUNK: f"board rejected an input chunk (input {detail}, offset {detail2})",
         ErrorCode.UNKNOWN: f"board does not handle frame type 0x{detail:02x}",
         ErrorCode.FAULT: f"board faulted at pc 0x{detail:08x} (fault status 0x{detail2:08x})",
+        ErrorCode.INCOMPLETE: f"board refused to invoke: {detail} of {detail2} input bytes arrived intact",
+        ErrorCode.STACK: f"board's stack overflowed into the arena ({detail} of {detail2} B): outputs discarded",
     }[name]

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import register
 from .activation_math import float_lut, hard_swish_lut, quantize_multiplier_unsaturated, softmax_scaling
-from .base import Kernel, OpDef, Overlap, UnsupportedError, check_shape, raster_min_delta
+from .base import Kernel, OpDef, Overlap, PatchCall, UnsupportedError, check_shape, raster_min_delta
 from ..errors import TinymemError
 from ..model.quant import activation_range
 
@@ -48,16 +48,25 @@ class _Elementwise(OpDef):
         n = g.t(op.outputs[0]).size
         return [Overlap(0, raster_min_delta(np.arange(n, dtype=np.float64)))]
 
+    # --- patch-based inference: element-wise on whatever window the input holds -----------------
+    def input_window(self, op, g, out):
+        x = g.t(op.inputs[0])
+        if len(x.shape) != 4 or x.shape[0] != 1:
+            return None
+        return [out] + [None] * (len(op.inputs) - 1)
+
+    def output_window(self, op, g, need, stored):
+        return stored[0]  # the kernels walk contiguous bytes: compute the whole stored window
+
+    def patch_call(self, op, g, k, out, stored):
+        return PatchCall({"size": out.area * int(g.t(op.outputs[0]).shape[3])}, [0])
+
+    def patch_overlaps(self, op, g, out, stored):
+        n = out.area * int(g.t(op.outputs[0]).shape[3])
+        return [Overlap(0, raster_min_delta(np.arange(n, dtype=np.float64)))]
+
 
 # --- requantizing ops -------------------------------------------------------------------------
-
-
-def _requant_kernel(prefix, size, in_zp, out_zp, pos, neg, act):
-    k = Kernel(prefix, "tm_requant_s8", "tm_requant_params")
-    k.fields = {"size": size, "input_offset": in_zp, "output_offset": out_zp,
-                "mult_pos": pos[0], "shift_pos": pos[1], "mult_neg": neg[0], "shift_neg": neg[1],
-                "act_min": act[0], "act_max": act[1]}
-    return k
 
 
 class _Requant(_Elementwise):
@@ -71,7 +80,12 @@ class _Requant(_Elementwise):
 
     def kernel(self, op, g, prefix):
         _, in_zp, _, out_zp = _quant(op, g)
-        return _requant_kernel(prefix, g.t(op.outputs[0]).size, in_zp, out_zp, *self.params(op, g))
+        pos, neg, act = self.params(op, g)
+        k = Kernel(prefix, "tm_requant_s8", "tm_requant_params")
+        k.fields = {"size": g.t(op.outputs[0]).size, "input_offset": in_zp, "output_offset": out_zp,
+                    "mult_pos": pos[0], "shift_pos": pos[1], "mult_neg": neg[0], "shift_neg": neg[1],
+                    "act_min": act[0], "act_max": act[1]}
+        return k
 
 
 @register
@@ -101,8 +115,8 @@ class LeakyRelu(_Requant):
         # LeakyReluPrepare: float32 products/quotients, widened to double only for QuantizeMultiplier.
         identity = _multiplier(op, float(f_in / f_out), "input/output scale ratio")
         m_alpha, s_alpha = _multiplier(op, abs(float(f_in * alpha / f_out)), "alpha multiplier")
-        # A negative alpha negates the product; fixed-point rounding is symmetric, so negating the
-        # multiplier gives the same integers.
+        # A negative alpha: LiteRT rounds x * |alpha| and negates the result (the kernel's
+        # convention for a negative mult_neg); rounding half up is not odd, so the order matters.
         return identity, (-m_alpha if alpha < 0 else m_alpha, s_alpha), (-128, 127)
 
 
@@ -198,6 +212,9 @@ class Softmax(_Elementwise):
 
     # Element-wise overlap holds: each row is read whole (max, then sum) before any of its outputs is
     # written, and the output pass reads element c just before writing it.
+
+    def patch_call(self, op, g, k, out, stored):
+        return PatchCall({"rows": out.area}, [0])  # one row per pixel: depth is the channel axis
 
     def kernel(self, op, g, prefix):
         x = g.t(op.inputs[0])

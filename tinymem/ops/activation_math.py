@@ -40,9 +40,10 @@ def _libm_float_fn(name: str):
 
 
 def _transform(kind: str, v: np.ndarray) -> np.ndarray:
-    if kind == "logistic":  # 1.0f / (1.0f + std::exp(-value)), all float32
-        return F32(1) / (F32(1) + _libm_float_fn("exp")(-v))
-    return _libm_float_fn("tanh")(v)
+    with np.errstate(over="ignore"):  # exp overflows to inf and 1 / inf = 0, in C as here
+        if kind == "logistic":  # 1.0f / (1.0f + std::exp(-value)), all float32
+            return F32(1) / (F32(1) + _libm_float_fn("exp")(-v))
+        return _libm_float_fn("tanh")(v)
 
 
 def float_lut(op, kind: str, in_scale: float, in_zp: int, out_scale: float, out_zp: int) -> np.ndarray:

@@ -64,6 +64,63 @@ class Overlap:
     min_delta: int
 
 
+@dataclass(frozen=True)
+class Window:
+    """Rows [y0, y1) x columns [x0, x1) of a 4-D NHWC tensor with batch 1 (patch-based inference)."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def h(self) -> int:
+        return self.y1 - self.y0
+
+    @property
+    def w(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def area(self) -> int:
+        return self.h * self.w
+
+    def union(self, other: "Window") -> "Window":
+        """The bounding box of both (an empty window adds nothing)."""
+        if other.area == 0:
+            return self
+        if self.area == 0:
+            return other
+        return Window(min(self.y0, other.y0), max(self.y1, other.y1), min(self.x0, other.x0), max(self.x1, other.x1))
+
+    def contains(self, other: "Window") -> bool:
+        return other.area == 0 or (self.y0 <= other.y0 and other.y1 <= self.y1 and self.x0 <= other.x0 and other.x1 <= self.x1)
+
+
+def full_window(t: Tensor) -> Window:
+    return Window(0, int(t.shape[1]), 0, int(t.shape[2]))
+
+
+def axis_window(lo: int, hi: int, stride: int, pad: int, k: int, dil: int, size: int) -> tuple[int, int]:
+    """Input rows a sliding-window op reads for output rows [lo, hi): the bounding box of every tap
+    y * stride - pad + i * dil, clipped to [0, size) (empty, at its start, when no tap lies inside)."""
+    if hi <= lo:
+        return 0, 0
+    a = max(0, lo * stride - pad)
+    b = min(size, (hi - 1) * stride - pad + (k - 1) * dil + 1)
+    return a, max(a, b)
+
+
+@dataclass
+class PatchCall:
+    """How one op runs on one patch: C member paths of its params struct set to literal integers
+    (e.g. "geo.in_h": 7), and per activation input (op.inputs order, constants skipped) an element
+    offset into the stored window it reads."""
+
+    fields: dict
+    offsets: list
+
+
 class OpDef:
     kinds: tuple[str, ...] = ()
 
@@ -89,6 +146,29 @@ class OpDef:
     # --- codegen ----------------------------------------------------------------------------
     def kernel(self, op: Op, g: Graph, prefix: str) -> Kernel:
         raise NotImplementedError
+
+    # --- patch-based inference (tinymem/plan/patch.py) --------------------------------------
+    # An op that runs on a spatial patch computes an output window from input windows that are
+    # held in small buffers ("stored" windows, each clipped to its tensor). Ops that do not
+    # implement input_window end a patch stage.
+    def input_window(self, op: Op, g: Graph, out: Window) -> list[Window | None] | None:
+        """Per input, the window computing output window `out` reads (None for constants and
+        unused inputs); None when this op cannot run on a patch."""
+        return None
+
+    def output_window(self, op: Op, g: Graph, need: Window, stored: list[Window | None]) -> Window:
+        """The window this op computes when `need` is wanted and its inputs hold `stored` (which
+        cover input_window(need)); usually `need` itself."""
+        return need
+
+    def patch_call(self, op: Op, g: Graph, k: Kernel, out: Window, stored: list[Window | None]) -> PatchCall:
+        """Overrides of kernel(op).fields (by C member path) that make the same kernel compute
+        output window `out` from inputs held as `stored`."""
+        raise NotImplementedError
+
+    def patch_overlaps(self, op: Op, g: Graph, out: Window, stored: list[Window | None]) -> list[Overlap]:
+        """overlaps() for one patch's buffers (none: always safe)."""
+        return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +252,8 @@ def check_shape(op: Op, cond: bool, msg: str) -> None:
 
 
 __all__ = [
-    "CArray", "Kernel", "OpDef", "Overlap", "TinymemError", "UnsupportedError",
+    "CArray", "Kernel", "OpDef", "Overlap", "PatchCall", "TinymemError", "UnsupportedError", "Window",
+    "axis_window", "full_window",
     "check_shape", "check_symmetric_weights", "const_input", "fused_range", "per_channel_requant",
     "raster_min_delta", "require_int8_activations", "wrap_int32",
 ]

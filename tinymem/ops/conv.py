@@ -6,18 +6,20 @@ zero point folded into the bias (see tm_conv.h for why borders stay exact).
 """
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 
 import numpy as np
 
 from . import register
 from .base import (
-    Kernel, OpDef, Overlap, check_shape, check_symmetric_weights, const_input, fused_range,
-    per_channel_requant, raster_min_delta, wrap_int32,
+    Kernel, OpDef, Overlap, PatchCall, Window, axis_window, check_shape, check_symmetric_weights, const_input,
+    fused_range, per_channel_requant, raster_min_delta, wrap_int32,
 )
 
 PADDING_SAME, PADDING_VALID = 0, 1
-DEPTHWISE_BLOCK = 32  # TM_DEPTHWISE_BLOCK in tm_conv.h: the overlap rule depends on it
+DEPTHWISE_BLOCK = 16  # TM_DEPTHWISE_BLOCK in tm_conv.h: the overlap rule and weight padding depend on it
+DOT_CHUNK = 16  # TM_CONV_DOT_CHUNK in tm_conv.h: the window scratch and weight padding depend on it
+CONV_PIXELS = 2  # TM_CONV_PIXELS in tm_conv.h: the conv overlap rule and window scratch depend on it
 MAX_TAPS = 1 << 16  # products per output: 2^16 * 128 * 128 = 2^30 keeps the kernels' int32 sums exact
 
 
@@ -54,6 +56,18 @@ def out_size_and_pad(padding: int, size: int, k: int, stride: int, dil: int) -> 
     return out, total // 2
 
 
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def padded_weights(w: np.ndarray, multiple: int, rows: int) -> np.ndarray:
+    """The weights flattened, with zeros appended so that reading whole `multiple`-byte pieces
+    from the start of each of the `rows` rows (the kernels' loads) stays inside the array."""
+    flat = w.reshape(-1)
+    row = flat.size // rows
+    return np.concatenate([flat, np.zeros(round_up(row, multiple) - row, flat.dtype)])
+
+
 def first_valid_tap(out: int, stride: int, pad: int, k: int, dil: int, size: int) -> np.ndarray:
     """Per output coordinate, the lowest input coordinate a tap inside the image reads (-1: none)."""
     taps = (np.arange(out) * stride - pad)[:, None] + np.arange(k)[None, :] * dil
@@ -71,9 +85,9 @@ class _ConvBase(OpDef):
     def check_filter(self, op, g, x, w) -> None:
         raise NotImplementedError
 
-    def channel_offsets(self, op, g, geo: Geometry) -> np.ndarray:
-        """Per output channel c of a pixel, the lowest input channel read between writing c - 1
-        and writing c (inf: none), added to the pixel's lowest tap to give min_read."""
+    def min_read(self, op, g, geo: Geometry, pixel: np.ndarray) -> np.ndarray:
+        """raster_min_delta's min_read (per output byte, in order) from `pixel`: per output pixel
+        in raster order, the lowest input byte any of its taps inside the image reads (inf: none)."""
         raise NotImplementedError
 
     # --- shared -----------------------------------------------------------------------------
@@ -120,7 +134,9 @@ class _ConvBase(OpDef):
         return Geometry(b, in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, sh, sw, dh, dw, pad_top, pad_left)
 
     def overlaps(self, op, g):
-        geo = self.geometry(op, g)
+        return self._raster_rule(op, g, self.geometry(op, g))
+
+    def _raster_rule(self, op, g, geo: Geometry) -> list[Overlap]:
         fy = first_valid_tap(geo.out_h, geo.stride_h, geo.pad_top, geo.k_h, geo.dil_h, geo.in_h)
         fx = first_valid_tap(geo.out_w, geo.stride_w, geo.pad_left, geo.k_w, geo.dil_w, geo.in_w)
         batch = np.arange(geo.batches)[:, None, None] * (geo.in_h * geo.in_w)
@@ -128,8 +144,33 @@ class _ConvBase(OpDef):
         # A pixel with no tap inside the image (possible with large dilation) reads nothing.
         pixel[:, (fy < 0), :] = np.inf
         pixel[:, :, (fx < 0)] = np.inf
-        min_read = pixel[..., None] + self.channel_offsets(op, g, geo)[None, None, None, :]
-        return [Overlap(0, raster_min_delta(min_read.reshape(-1)))]
+        return [Overlap(0, raster_min_delta(self.min_read(op, g, geo, pixel.reshape(-1))))]
+
+    # --- patch-based inference ---------------------------------------------------------------
+    def input_window(self, op, g, out):
+        if g.t(op.inputs[0]).shape[0] != 1:
+            return None
+        geo = self.geometry(op, g)
+        y = axis_window(out.y0, out.y1, geo.stride_h, geo.pad_top, geo.k_h, geo.dil_h, geo.in_h)
+        x = axis_window(out.x0, out.x1, geo.stride_w, geo.pad_left, geo.k_w, geo.dil_w, geo.in_w)
+        return [Window(*y, *x)] + [None] * (len(op.inputs) - 1)
+
+    def window_geometry(self, op, g, out: Window, stored: Window) -> Geometry:
+        """The whole-tensor geometry moved onto one patch: the input is the stored window, the
+        output the patch; the pads (any sign) keep every tap on its input pixel, so taps outside
+        the image still read the zero point and interior patches pad nothing."""
+        geo = self.geometry(op, g)
+        return replace(geo, in_h=stored.h, in_w=stored.w, out_h=out.h, out_w=out.w,
+                       pad_top=geo.pad_top - out.y0 * geo.stride_h + stored.y0,
+                       pad_left=geo.pad_left - out.x0 * geo.stride_w + stored.x0)
+
+    def patch_call(self, op, g, k, out, stored):
+        geo = self.window_geometry(op, g, out, stored[0])
+        names = ("in_h", "in_w", "out_h", "out_w", "pad_top", "pad_left")
+        return PatchCall({f"geo.{n}": getattr(geo, n) for n in names}, [0])
+
+    def patch_overlaps(self, op, g, out, stored):
+        return self._raster_rule(op, g, self.window_geometry(op, g, out, stored[0]))
 
     def quant_fields(self, op, g, k: Kernel, filter_sums: np.ndarray) -> str:
         """The tm_conv_quant literal; `filter_sums[c]` is the sum of output channel c's weights."""
@@ -180,17 +221,20 @@ class Conv2D(_ConvBase):
         return g.t(op.inputs[0]).shape[3] // g.t(op.inputs[1]).shape[3]
 
     def scratch_bytes(self, op, g):
-        # One group's window, widened to int16, plus a byte to realign an odd scratch offset.
+        # Every group's window of CONV_PIXELS pixels, widened to int16 and zero-padded to whole
+        # dot-product chunks, plus a byte to realign an odd scratch offset.
         geo = self.geometry(op, g)
-        return 2 * geo.k_h * geo.k_w * g.t(op.inputs[1]).shape[3] + 1
+        window = round_up(geo.k_h * geo.k_w * g.t(op.inputs[1]).shape[3], DOT_CHUNK)
+        return 2 * CONV_PIXELS * self.groups(op, g) * window + 1
 
-    def channel_offsets(self, op, g, geo):
-        # A group's window is gathered (all its reads) before the group's first channel is
-        # written, and nothing is read between its later channels.
-        groups = self.groups(op, g)
-        c = np.arange(geo.out_c)
-        first = c % (geo.out_c // groups) == 0
-        return np.where(first, (c // (geo.out_c // groups)) * (geo.in_c // groups), np.inf)
+    def min_read(self, op, g, geo, pixel):
+        # CONV_PIXELS pixels at a time (raster order, across rows and batches): all their reads,
+        # every group's, happen before the first of their output bytes is written (in whatever
+        # order those are written), and none after it until the next pass.
+        first = np.minimum.reduceat(pixel, np.arange(0, pixel.size, CONV_PIXELS))
+        out = np.full((pixel.size, geo.out_c), np.inf)
+        out[::CONV_PIXELS, 0] = first
+        return out.reshape(-1)
 
     def macs(self, op, g):
         geo = self.geometry(op, g)
@@ -205,7 +249,8 @@ class Conv2D(_ConvBase):
             "geo": geo.c_literal(),
             "q": self.quant_fields(op, g, k, sums),
             "groups": self.groups(op, g),
-            "weights": k.array("w", "int8_t", w.data),
+            # A filter's last dot-product chunk runs past its end (into zeros of the window).
+            "weights": k.array("w", "int8_t", padded_weights(w.data, DOT_CHUNK, geo.out_c)),
         }
         return k
 
@@ -225,11 +270,13 @@ class DepthwiseConv2D(_ConvBase):
                     f"filter {w.describe()} has {out_c} channels, not a multiple of the {in_c} of {x.describe()}")
         check_filter_scales(op, w, 3, out_c)
 
-    def channel_offsets(self, op, g, geo):
+    def min_read(self, op, g, geo, pixel):
         # A block's reads all happen before its first byte is written, and none between its later
-        # bytes: charge them to the first byte, from the block's first input channel up.
+        # bytes: charge them to the first byte, from the block's first input channel up (a partial
+        # last block may read past the pixel's channels, but those reads do not reach its output).
         c = np.arange(geo.out_c)
-        return np.where(c % DEPTHWISE_BLOCK == 0, c // (geo.out_c // geo.in_c), np.inf)
+        offsets = np.where(c % DEPTHWISE_BLOCK == 0, c // (geo.out_c // geo.in_c), np.inf)
+        return (pixel[:, None] + offsets[None, :]).reshape(-1)
 
     def macs(self, op, g):
         geo = self.geometry(op, g)
@@ -244,7 +291,8 @@ class DepthwiseConv2D(_ConvBase):
             "geo": geo.c_literal(),
             "q": self.quant_fields(op, g, k, sums),
             "depth_mult": geo.out_c // geo.in_c,
-            "weights": k.array("w", "int8_t", w.data),
+            # A partial last block of channels still loads a whole block of weights.
+            "weights": k.array("w", "int8_t", padded_weights(w.data, DEPTHWISE_BLOCK, geo.k_h * geo.k_w)),
         }
         return k
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import register
-from .base import Kernel, OpDef, TinymemError, UnsupportedError, check_shape, fused_range
+from .base import Kernel, OpDef, PatchCall, TinymemError, UnsupportedError, Window, check_shape, fused_range
 from .shape import MAX_DIMS, braces, check_int8_const, raster_overlap, row_major_strides
 from ..model.quant import quantize_multiplier, quantize_multiplier_smaller_than_one
 
@@ -89,6 +89,59 @@ class _Binary(OpDef):
     def requant(self, a, b, y) -> dict:
         """Kind-specific struct fields (multipliers and shifts)."""
         raise NotImplementedError
+
+    # --- patch-based inference ---------------------------------------------------------------
+    # Activation operands are 4-D (a spatial size of 1 broadcasts); a constant operand must
+    # broadcast over rows and columns. The kernel reads any sub-window through its strides.
+    def input_window(self, op, g, out):
+        y = g.t(op.outputs[0])
+        if len(y.shape) != 4 or y.shape[0] != 1:
+            return None
+        wins = []
+        for i in op.inputs:
+            t = g.t(i)
+            ext = (1,) * (4 - len(t.shape)) + tuple(t.shape)
+            if t.is_const:
+                if ext[1] != 1 or ext[2] != 1:
+                    return None
+                wins.append(None)
+                continue
+            if len(t.shape) != 4:
+                return None
+            wins.append(Window(*((out.y0, out.y1) if ext[1] > 1 else (0, 1)), *((out.x0, out.x1) if ext[2] > 1 else (0, 1))))
+        return wins
+
+    def _window_strides(self, t, out: Window, stored: Window | None) -> tuple[list[int], int]:
+        """([row, column, channel] element strides, element offset) of operand t over output
+        window `out` when t holds `stored` (a constant: the whole, spatially broadcast tensor)."""
+        _, h, w, c = (1,) * (4 - len(t.shape)) + tuple(t.shape)
+        width = stored.w if stored is not None else w
+        strides = [width * c if h > 1 else 0, c if w > 1 else 0, 1 if c > 1 else 0]
+        offset = 0
+        if stored is not None:
+            offset = (out.y0 - stored.y0) * strides[0] + (out.x0 - stored.x0) * strides[1]
+        return strides, offset
+
+    def patch_call(self, op, g, k, out, stored):
+        y = g.t(op.outputs[0])
+        a, b = self.operands(op, g)
+        by_tensor = {i: s for i, s in zip(op.inputs, stored)}
+        fields = {"bc.dims": 3, "bc.shape[0]": out.h, "bc.shape[1]": out.w, "bc.shape[2]": int(y.shape[3])}
+        for name, t in (("a", a), ("b", b)):
+            strides, _ = self._window_strides(t, out, by_tensor[t.index] if not t.is_const else None)
+            fields.update({f"bc.{name}_stride[{d}]": v for d, v in enumerate(strides)})
+        offsets = [self._window_strides(g.t(i), out, s)[1] for i, s in zip(op.inputs, stored) if not g.t(i).is_const]
+        return PatchCall(fields, offsets)
+
+    def patch_overlaps(self, op, g, out, stored):
+        c = int(g.t(op.outputs[0]).shape[3])
+        idx = np.indices((out.h, out.w, c)).reshape(3, -1)
+        rules = []
+        for pos, (i, s) in enumerate(zip(op.inputs, stored)):
+            if not g.t(i).is_const:
+                strides, offset = self._window_strides(g.t(i), out, s)
+                rules.append(raster_overlap(pos, offset + np.tensordot(strides, idx, axes=1)))
+        return rules
 
     def kernel(self, op, g, prefix):
         a, b = self.operands(op, g)

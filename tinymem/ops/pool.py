@@ -15,7 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import register
-from .base import Kernel, OpDef, TinymemError, UnsupportedError, check_shape, const_input, fused_range
+from .base import (
+    Kernel, OpDef, PatchCall, TinymemError, UnsupportedError, Window, axis_window, check_shape, const_input, fused_range,
+)
 from .shape import MAX_DIMS, braces, raster_overlap, row_major_strides
 from ..model.quant import quantize_multiplier, wrap_int32
 
@@ -72,14 +74,40 @@ class _Pool(OpDef):
                 *window_starts(p["out_w"], p["stride_w"], p["pad_w"], p["filter_w"], p["in_w"]))
 
     def overlaps(self, op, g):
+        return self._raster_rule(self.params(op, g))
+
+    def _raster_rule(self, p):
         # Output (b, y, x, c) is written after its window of channel c, whose lowest byte is the
         # window's clipped top-left tap.
-        p = self.params(op, g)
         y0, _, x0, _ = self.windows(p)
         b = np.arange(p["batches"])[:, None, None, None]
         c = np.arange(p["channels"])[None, None, None, :]
         min_read = ((b * p["in_h"] + y0[None, :, None, None]) * p["in_w"] + x0[None, None, :, None]) * p["channels"] + c
         return [raster_overlap(0, min_read)]
+
+    # --- patch-based inference ---------------------------------------------------------------
+    def input_window(self, op, g, out):
+        if g.t(op.inputs[0]).shape[0] != 1:
+            return None
+        p = self.params(op, g)
+        y = axis_window(out.y0, out.y1, p["stride_h"], p["pad_h"], p["filter_h"], 1, p["in_h"])
+        x = axis_window(out.x0, out.x1, p["stride_w"], p["pad_w"], p["filter_w"], 1, p["in_w"])
+        return [Window(*y, *x)]
+
+    def window_params(self, op, g, out: Window, stored: Window) -> dict:
+        """params() moved onto one patch (see _ConvBase.window_geometry): taps outside the image
+        stay outside the stored window, so they are still skipped and left out of the count."""
+        p = self.params(op, g)
+        return {**p, "in_h": stored.h, "in_w": stored.w, "out_h": out.h, "out_w": out.w,
+                "pad_h": p["pad_h"] - out.y0 * p["stride_h"] + stored.y0,
+                "pad_w": p["pad_w"] - out.x0 * p["stride_w"] + stored.x0}
+
+    def patch_call(self, op, g, k, out, stored):
+        q = self.window_params(op, g, out, stored[0])
+        return PatchCall({n: q[n] for n in ("in_h", "in_w", "out_h", "out_w", "pad_h", "pad_w")}, [0])
+
+    def patch_overlaps(self, op, g, out, stored):
+        return self._raster_rule(self.window_params(op, g, out, stored[0]))
 
     def kernel(self, op, g, prefix):
         act_min, act_max = fused_range(op, g.t(op.outputs[0]))

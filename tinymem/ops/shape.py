@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import register
-from .base import Kernel, OpDef, Overlap, UnsupportedError, check_shape, const_input, raster_min_delta
+from .base import (
+    Kernel, OpDef, Overlap, PatchCall, UnsupportedError, Window, check_shape, const_input, raster_min_delta,
+)
 
 MAX_DIMS = 6  # TM_MAX_DIMS in tm_shape.h
 
@@ -120,6 +122,49 @@ class Pad(OpDef):
         before, _ = self.paddings(op, g)
         min_read = np.full(y.shape, np.inf)
         min_read[tuple(slice(b, b + n) for b, n in zip(before, x.shape))] = np.arange(x.size).reshape(x.shape)
+        return [raster_overlap(0, min_read)]
+
+    # --- patch-based inference: spatial and channel padding of a batch-1 NHWC tensor ------------
+    def input_window(self, op, g, out):
+        x = g.t(op.inputs[0])
+        if len(x.shape) != 4 or x.shape[0] != 1:
+            return None
+        before, after = self.paddings(op, g)
+        if before[0] or after[0]:
+            return None
+
+        def axis(lo, hi, b, n):
+            a = min(max(0, lo - b), n)
+            return a, max(a, min(n, hi - b))
+
+        return [Window(*axis(out.y0, out.y1, before[1], x.shape[1]), *axis(out.x0, out.x1, before[2], x.shape[2]))] + \
+            [None] * (len(op.inputs) - 1)
+
+    def output_window(self, op, g, need, stored):
+        # The kernel copies its whole input: the output window spans the stored input (moved by
+        # the leading padding) and whatever of `need` lies around it, which is pure padding.
+        before, _ = self.paddings(op, g)
+        s = stored[0]
+        return Window(min(need.y0, s.y0 + before[1]), max(need.y1, s.y1 + before[1]),
+                      min(need.x0, s.x0 + before[2]), max(need.x1, s.x1 + before[2]))
+
+    def _window_box(self, op, g, out, s):
+        before, after = self.paddings(op, g)
+        c = int(g.t(op.inputs[0]).shape[3])
+        return ([s.h, s.w, c], [s.y0 + before[1] - out.y0, s.x0 + before[2] - out.x0, before[3]],
+                [out.y1 - s.y1 - before[1], out.x1 - s.x1 - before[2], after[3]])
+
+    def patch_call(self, op, g, k, out, stored):
+        shape, before, after = self._window_box(op, g, out, stored[0])
+        fields = {"dims": 3}
+        for name, vals in (("in_shape", shape), ("before", before), ("after", after)):
+            fields.update({f"{name}[{d}]": v for d, v in enumerate(vals)})
+        return PatchCall(fields, [0])
+
+    def patch_overlaps(self, op, g, out, stored):
+        shape, before, _ = self._window_box(op, g, out, stored[0])
+        min_read = np.full((out.h, out.w, int(g.t(op.outputs[0]).shape[3])), np.inf)
+        min_read[tuple(slice(b, b + n) for b, n in zip(before, shape))] = np.arange(int(np.prod(shape))).reshape(shape)
         return [raster_overlap(0, min_read)]
 
     def kernel(self, op, g, prefix):

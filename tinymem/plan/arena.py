@@ -211,7 +211,7 @@ def check_placement(lt: Lifetimes, placement: Placement) -> None:
     off = placement.offsets
     for p in lt.permits:
         # A permit is only sound for an input whose last reader is the op and an output it creates.
-        if bufs[p.inp].last != p.op or bufs[p.out].first != p.op:
+        if bufs[p.inp].last != p.op or (bufs[p.out].first != p.op and not (p.span and bufs[p.out].first <= p.op)):
             raise TinymemError(f"invalid permit {p}: {bufs[p.inp].label} must die and {bufs[p.out].label} be born at op {p.op}")
     for a in bufs:
         if a.id not in off:

@@ -35,12 +35,17 @@ class Buffer:
 
 @dataclass(frozen=True)
 class Permit:
-    """Buffer `inp` may overlap buffer `out` when offset(inp) - offset(out) >= min_delta."""
+    """Buffer `inp` may overlap buffer `out` when offset(inp) - offset(out) >= min_delta.
+
+    Usually `inp` dies at op `op` and `out` is born there. With `span`, `out` may be born earlier:
+    min_delta then holds over their whole common lifetime (a patch stage writing its split tensor
+    over input rows no later patch reads, see tinymem/plan/patch.py)."""
 
     op: int
     inp: int
     out: int
     min_delta: int
+    span: bool = False
 
 
 @dataclass

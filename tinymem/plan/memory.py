@@ -34,6 +34,7 @@ class MemoryPlan:
     macs: int
     layers: list[LayerInfo] = field(default_factory=list)
     static_bytes: int = 0  # RAM outside the arena the generated model needs (none today)
+    patch: object = None  # a patch-based schedule's StagePlan (tinymem.plan.patch), None: layer by layer
 
     @property
     def peak_sram_bytes(self) -> int:

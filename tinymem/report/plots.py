@@ -100,3 +100,63 @@ def plot_plan(plan: MemoryPlan, path: str | Path, baseline: MemoryPlan | None = 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png")
     return path
+
+
+PATCH = "#2ca02c"
+
+
+def plot_patch(choice, path: str | Path) -> Path:
+    """Write a PNG for a patch-based plan (tinymem.plan.patch_search.PatchChoice): per-layer live
+    bytes layer by layer (grey) and patch-based (green: while the stage runs, the whole inputs and
+    split tensor plus one patch's buffers) with both arenas, the patch stage shaded; beside it the
+    Pareto front of the schedules considered (peak SRAM vs MACs)."""
+    path = Path(path)
+    plan, lw = choice.plan, choice.layerwise
+    sp = plan.patch
+    n = len(plan.layers)
+    fig = Figure(figsize=(min(24.0, max(12.0, 8 + 0.22 * n)), 6.5), dpi=110, layout="constrained")
+    ax, front = fig.subplots(1, 2, width_ratios=[3, 1])
+    top = max(lw.arena_bytes, plan.arena_bytes, 1)
+    u, unit = _unit(top)
+    x = [layer.index for layer in plan.layers]
+    stage = sp.stage.split_op if sp is not None else -1
+    if sp is not None:
+        ax.axvspan(-0.5, stage + 0.5, color=PATCH, alpha=0.08)
+        ax.text(stage / 2, top / u * 1.02, f"patch stage: {sp.schedule.rows}x{sp.schedule.cols} patches",
+                ha="center", va="bottom", fontsize=8, color=PATCH)
+    ax.bar(x, [layer.live_bytes / u for layer in lw.layers], color=BASE, width=0.8, alpha=0.6,
+           label="layer by layer: live bytes")
+    ax.bar(x, [layer.live_bytes / u for layer in plan.layers], color=PATCH, width=0.5,
+           label=f"{'patch-based' if sp is not None else 'chosen'}: live bytes")
+    ax.axhline(lw.arena_bytes / u, color=BASE, lw=1.5, ls="--", label=f"layer-by-layer arena {lw.arena_bytes:,} B")
+    ax.axhline(plan.arena_bytes / u, color=PATCH, lw=1.5, label=f"patch-based arena {plan.arena_bytes:,} B")
+    ax.set_ylim(0, top / u * 1.3)
+    ax.set_ylabel(f"live while the op runs ({unit})")
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_xlabel("op")
+    if n <= 40:
+        ax.set_xticks(range(n), [f"{layer.index} {layer.op}" for layer in plan.layers], rotation=60, ha="right", fontsize=7)
+    ax.legend(loc="upper right", fontsize=8, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    # The front: peak vs MACs of every planned schedule that no other beats on both.
+    pts = [(c.macs / 1e6, c.peak / u, c) for c in choice.pareto if c.peak is not None]
+    if pts:
+        front.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=OURS, ms=4, lw=1)
+        for mx, pk, c in pts:
+            front.annotate("layer-wise" if c.schedule is None else c.schedule.label, (mx, pk), fontsize=6,
+                           xytext=(3, 3), textcoords="offset points")
+    chosen = (plan.macs / 1e6, plan.peak_sram_bytes / u)
+    front.plot(*chosen, "*", color=PATCH, ms=14, label="chosen")
+    front.set_xlabel("MMACs")
+    front.set_ylabel(f"peak SRAM ({unit})")
+    front.set_title("Pareto front", fontsize=9)
+    front.legend(fontsize=8)
+    front.grid(alpha=0.3)
+    s = choice.schedule
+    fig.suptitle(f"{plan.graph.name}: " + (f"patch {s.label}: {plan.peak_sram_bytes:,} B vs {lw.peak_sram_bytes:,} B "
+                                            f"layer by layer ({lw.peak_sram_bytes / plan.peak_sram_bytes:.2f}x), "
+                                            f"{(plan.macs - lw.macs) / lw.macs:+.1%} MACs" if s else
+                                            f"layer by layer ({lw.peak_sram_bytes:,} B)"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

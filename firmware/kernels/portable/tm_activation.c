@@ -8,8 +8,14 @@ void tm_requant_s8(const tm_requant_params *p, const int8_t *input, int8_t *outp
         const int32_t x = (int32_t)input[i] - p->input_offset;
         /* LiteRT's activation kernels requantize with gemmlowp's double rounding (measured: the
          * single-rounding form misses ties), unlike its FULLY_CONNECTED. */
-        const int32_t y = x >= 0 ? tm_requantize_double_rounding(x, p->mult_pos, p->shift_pos)
-                                 : tm_requantize_double_rounding(x, p->mult_neg, p->shift_neg);
+        int32_t y;
+        if (x >= 0) {
+            y = tm_requantize_double_rounding(x, p->mult_pos, p->shift_pos);
+        } else if (p->mult_neg >= 0) {
+            y = tm_requantize_double_rounding(x, p->mult_neg, p->shift_neg);
+        } else { /* negative alpha: negate after rounding, as LiteRT does (rounding is not odd) */
+            y = (int32_t)(0u - (uint32_t)tm_requantize_double_rounding(x, -p->mult_neg, p->shift_neg));
+        }
         /* TFLite adds the zero point in (wrapping) int32; only absurd scale ratios get near it. */
         const int32_t z = (int32_t)((uint32_t)y + (uint32_t)p->output_offset);
         output[i] = tm_clamp_s8(z, p->act_min, p->act_max);

@@ -15,7 +15,8 @@ typedef struct {
     int32_t input_offset;  /* input zero point */
     int32_t output_offset; /* output zero point */
     int32_t mult_pos, shift_pos; /* for in - input_offset >= 0 */
-    int32_t mult_neg, shift_neg; /* for in - input_offset < 0 (LEAKY_RELU's alpha; may be < 0) */
+    int32_t mult_neg, shift_neg; /* for in - input_offset < 0 (LEAKY_RELU's alpha); a negative
+                                  * mult_neg means: use -mult_neg, then negate the result */
     int32_t act_min, act_max;
 } tm_requant_params;
 

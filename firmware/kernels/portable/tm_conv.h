@@ -4,15 +4,33 @@
  * The input zero point is folded into the bias at codegen. That is only exact where every tap
  * lies inside the image: TFLite skips taps outside it, which is the same as reading the zero
  * point there, so the kernels make padded taps read the zero point (conv: the gathered window
- * holds it; depthwise: input_zp * weight is added for each padded tap). */
+ * holds it; depthwise: a padded tap reads a row of zero points). */
 #ifndef TM_CONV_H
 #define TM_CONV_H
 
 #include <stdint.h>
 
-/* Output channels a depthwise kernel accumulates at once (int32 accumulators on the stack).
- * tinymem/ops/conv.py derives the overlap rule from this block: keep the two equal. */
-#define TM_DEPTHWISE_BLOCK 32
+/* Conv dot products run in whole chunks of this many products (constant-length loops, which
+ * compilers vectorize or unroll): the gathered window is padded with zeros up to a multiple of
+ * it, and a filter's last chunk reads on into the next filter (or, for the last one, into
+ * padding codegen appends to the weights), where it meets those zeros. tinymem/ops/conv.py sizes
+ * the window and the weight padding for 16; a port may define a smaller power of two (less
+ * padding to multiply through on a scalar core: 4 saves ~6% of MobileNetV2's instructions on a
+ * Cortex-M3), never a larger one. */
+#ifndef TM_CONV_DOT_CHUNK
+#define TM_CONV_DOT_CHUNK 16
+#endif
+
+/* Output pixels a conv pass computes together (raster order, across rows and batches): their
+ * windows are gathered, every group's, before any of their outputs is written.
+ * tinymem/ops/conv.py derives the overlap rule and the scratch size from it: keep the two equal. */
+#define TM_CONV_PIXELS 2
+
+/* Output channels a depthwise kernel accumulates at once (int32 accumulators on the stack). A
+ * partial last block still reads whole blocks: of weights (codegen pads them) and of the input
+ * where that stays inside it. tinymem/ops/conv.py derives the overlap rule and the weight padding
+ * from it: keep the two equal. */
+#define TM_DEPTHWISE_BLOCK 16
 
 typedef struct {
     int32_t batches;
@@ -36,19 +54,20 @@ typedef struct {
     tm_conv_geometry geo;
     tm_conv_quant q;
     int32_t groups;        /* in_c / filter_c; out_c / groups filters per group */
-    const int8_t *weights; /* [out_c][k_h][k_w][filter_c], zero point 0 */
+    const int8_t *weights; /* [out_c][k_h][k_w][filter_c], zero point 0, then padding (above) */
 } tm_conv_params;
 
 typedef struct {
     tm_conv_geometry geo;
     tm_conv_quant q;
     int32_t depth_mult;    /* out_c / in_c; output channel c reads input channel c / depth_mult */
-    const int8_t *weights; /* [k_h][k_w][out_c], zero point 0 */
+    const int8_t *weights; /* [k_h][k_w][out_c], zero point 0, then padding (above) */
 } tm_depthwise_conv_params;
 
-/* Pixel by pixel, group by group: the group's window is gathered into `scratch`, widened to
- * int16 (2 * k_h * k_w * filter_c + 1 bytes; padded taps hold the input zero point), before any of
- * its output channels is written; then one contiguous dot product per output channel. */
+/* TM_CONV_PIXELS output pixels at a time: every group's window of each is gathered into
+ * `scratch`, widened to int16 and zero-padded to whole chunks (2 * TM_CONV_PIXELS * groups *
+ * round_up(k_h * k_w * filter_c, TM_CONV_DOT_CHUNK) + 1 bytes; padded taps hold the input zero
+ * point), before any of their outputs is written; then a few filters per pass over the windows. */
 void tm_conv_s8(const tm_conv_params *p, const int8_t *input, int8_t *output, int8_t *scratch);
 
 /* Pixel by pixel, TM_DEPTHWISE_BLOCK output channels at a time: a block is written after all of

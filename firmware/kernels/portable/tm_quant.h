@@ -54,9 +54,13 @@ static inline int32_t tm_requantize_double_rounding(int32_t x, int32_t multiplie
     return tm_rounding_divide_by_pot(tm_sat_round_doubling_high_mul(shifted, multiplier), right);
 }
 
+/* Two independent selects, not a nested ternary: compilers turn these into conditional moves,
+ * where the nested form became a compare-and-jump that ReLU-shaped outputs mispredict often. */
 static inline int8_t tm_clamp_s8(int32_t v, int32_t lo, int32_t hi)
 {
-    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (int8_t)v;
 }
 
 #endif /* TM_QUANT_H */
