@@ -80,19 +80,28 @@ def make_plan(g: Graph, planner: str = "tinymem", align: int | None = None) -> M
     lt = compute_lifetimes(g, use_overlaps=(planner != "greedy"))
     placement = (PLANNERS[planner](align) if align else PLANNERS[planner]()).place(lt)
     check_placement(lt, placement)
+    return assemble_plan(g, planner, lt, placement)
+
+
+def assemble_plan(g: Graph, planner: str, lt: Lifetimes, placement, macs: dict[int, int] | None = None,
+                  patch=None) -> MemoryPlan:
+    """A MemoryPlan from a checked placement: the per-layer account (MACs, live bytes, in place,
+    flash from exactly the arrays each kernel emits). `macs` overrides an op's MACs (a patch
+    stage recomputes halos)."""
     layers = []
     for op in g.ops:
         d = opdef(op)
         kernel = d.kernel(op, g, f"op{op.index}")
         in_place = any(p.op == op.index and _touch(lt, placement.offsets, p) for p in lt.permits) or d.is_alias(op, g)
         layers.append(LayerInfo(
-            index=op.index, op=op.kind, macs=d.macs(op, g),
+            index=op.index, op=op.kind, macs=(macs or {}).get(op.index, d.macs(op, g)),
             live_bytes=_live_bytes(lt, placement.offsets, op.index), in_place=in_place,
             flash_bytes=sum(a.nbytes for a in kernel.arrays),
         ))
     return MemoryPlan(
         graph=g, planner=planner, lifetimes=lt, offsets=placement.offsets, arena_bytes=placement.arena_bytes,
-        flash_bytes=sum(layer.flash_bytes for layer in layers), macs=sum(layer.macs for layer in layers), layers=layers,
+        flash_bytes=sum(layer.flash_bytes for layer in layers), macs=sum(layer.macs for layer in layers),
+        layers=layers, patch=patch,
     )
 
 

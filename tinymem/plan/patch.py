@@ -30,7 +30,7 @@ from ..ops import opdef, validate_graph
 from ..ops.base import OpDef, PatchCall, Window, full_window
 from .arena import PLANNERS, Placement, align_up, check_placement, max_overlap
 from .lifetimes import Buffer, Lifetimes, Permit, compute_lifetimes
-from .memory import LayerInfo, MemoryPlan, _live_bytes, _touch
+from .memory import MemoryPlan, assemble_plan
 
 MAX_GRID = 8  # patches per axis the search tries
 
@@ -511,16 +511,4 @@ def make_patch_plan(g: Graph, sched: Schedule, planner: str = "tinymem", align: 
     if sp is None:
         raise TinymemError(f"schedule {sched.label}: some patch gets an empty window (try fewer patches)")
     lt, placement = place_patch(g, sp, planner, align, quick, an)
-    layers = []
-    for op in g.ops:
-        d = opdef(op)
-        kernel = d.kernel(op, g, f"op{op.index}")
-        in_place = any(p.op == op.index and _touch(lt, placement.offsets, p) for p in lt.permits) or d.is_alias(op, g)
-        layers.append(LayerInfo(
-            index=op.index, op=op.kind, macs=sp.macs.get(op.index, d.macs(op, g)),
-            live_bytes=_live_bytes(lt, placement.offsets, op.index), in_place=in_place,
-            flash_bytes=sum(a.nbytes for a in kernel.arrays),
-        ))
-    return MemoryPlan(graph=g, planner=planner, lifetimes=lt, offsets=placement.offsets,
-                      arena_bytes=placement.arena_bytes, flash_bytes=sum(x.flash_bytes for x in layers),
-                      macs=sum(x.macs for x in layers), layers=layers, patch=sp)
+    return assemble_plan(g, planner, lt, placement, macs=sp.macs, patch=sp)
