@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TinymemError
+from ..npz import read_npz, write_npz
 from .codegen import build_host_lsm, context, pack_frames, render_lsm, unpack_outputs
 from .reservoir import LsmConfig, run
 
@@ -210,21 +211,11 @@ class EncodingFile:
         for name in ("membrane", "labels", "split"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
-        try:
-            np.savez_compressed(path, **d)
-        except OSError as exc:
-            raise TinymemError(f"cannot write {path}: {exc.strerror}") from None
+        write_npz(path, d)
 
 
 def load_encoding(path: str | Path) -> EncodingFile:
-    try:
-        z = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise TinymemError(f"{path}: no such file") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise TinymemError(f"{path}: not a readable .npz file ({exc})") from None
-    with z:
-        d = {k: z[k] for k in z.files}
+    d = read_npz(path)
     if str(d.get("format", "")) != ENC_FORMAT:
         raise TinymemError(f"{path}: not a tinymem encodings file (make one with `tinymem lsm encode`)")
     for name in ("counts", "input_counts", "lsm", "profile"):

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TinymemError
+from ..npz import read_npz, write_npz
 
 FORMAT = "tinymem-events-v1"
 
@@ -87,22 +88,12 @@ class EventSet:
         for name in ("labels", "split"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
-        try:
-            np.savez_compressed(path, **d)
-        except OSError as exc:
-            raise TinymemError(f"cannot write {path}: {exc.strerror}") from None
+        write_npz(path, d)
 
 
 def load_events(path: str | Path) -> EventSet:
     """Read and check an event file; every problem is one line naming the field."""
-    try:
-        z = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise TinymemError(f"{path}: no such file") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise TinymemError(f"{path}: not a readable .npz file ({exc})") from None
-    with z:
-        d = {k: z[k] for k in z.files}
+    d = read_npz(path)
     if str(d.get("format", "")) != FORMAT:
         raise TinymemError(f"{path}: not a tinymem event file (field 'format' must be \"{FORMAT}\")")
 
