@@ -93,3 +93,13 @@ def test_no_profile_flag_on_run_and_codegen(tmp_path, capsys):
     assert "-DTINYMEM_PROFILE=0" in (tmp_path / "proj" / "platformio.ini").read_text()
     assert main(["codegen", model, "-o", str(tmp_path / "bare"), "--no-profile"]) != 0
     assert "--no-profile applies to board projects" in capsys.readouterr().err
+
+
+def test_float_io_model_on_board_matches_litert(tmp_path):
+    """TF's converter default (float32 I/O): quantized/dequantized on the host, int8 on the board."""
+    name = "digits_cnn_float_io"
+    model = (MODELS / f"{name}.tflite").read_bytes()
+    g = parse_tflite(model, name)
+    x = np.load(MODELS / f"{name}.inputs.npy")[:2]
+    run = run_on_board(g, make_plan(g), load_board("mps2_an386"), [x], project_dir=tmp_path / "proj")
+    assert run.outputs[0].dtype == np.float32 and np.array_equal(run.outputs[0], litert_run(model, [x])[0])

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import TinymemError
 from ..model.graph import Graph
 from ..plan.memory import MemoryPlan
-from ..sim.host import sample_shape
+from ..model.boundary import model_inputs, model_outputs, sample_shape
 from .session import Hello, Invocation, LinkStats, Session
 
 
@@ -97,32 +97,16 @@ def _outputs(g: Graph, runs: list[Invocation]) -> list[np.ndarray]:
     return outs
 
 
-def check_inputs(g: Graph, arrays: list[np.ndarray]) -> int:
-    """N, after checking each array is int8 [N, *input_shape[1:]] (the same contract as `tinymem sim`)."""
-    if len(arrays) != len(g.inputs):
-        raise TinymemError(f"model has {len(g.inputs)} input(s), got {len(arrays)} array(s)")
-    n = None
-    for pos, (arr, ti) in enumerate(zip(arrays, g.inputs)):
-        want = sample_shape(g.t(ti).shape)
-        if arr.dtype != np.int8:
-            raise TinymemError(f"input {pos}: dtype {arr.dtype}, expected int8")
-        if arr.ndim < 1 or tuple(arr.shape[1:]) != want:
-            raise TinymemError(f"input {pos}: shape {list(arr.shape)}, expected [N, {', '.join(map(str, want))}]")
-        if n is not None and arr.shape[0] != n:
-            raise TinymemError(f"inputs disagree on N: {n} vs {arr.shape[0]}")
-        n = arr.shape[0]
-    return n or 0
-
-
 def run_on_board(g: Graph, plan: MemoryPlan, board, inputs: list[np.ndarray], project_dir: str | Path | None = None,
                  port: str | None = None, upload_port: str | None = None, profile: bool = True,
                  timeout: float = 30.0, progress=None, on_stage=None, retries: int = 2) -> BoardRun:
-    """inputs[i] is int8 [N, *input_shape[1:]]; returns outputs [N, *output_shape[1:]] and a profile."""
+    """inputs[i] is [N, *input_shape[1:]] (int8, or float for a float-I/O model: quantized on the host,
+    the same contract as `tinymem sim`); returns outputs [N, *output_shape[1:]] and a profile."""
     from ..build.emulator import Emulator
     from ..build.platformio import build, render_project, upload
 
     stage = on_stage or (lambda _msg: None)
-    check_inputs(g, inputs)
+    inputs, _ = model_inputs(g, list(inputs))
     if not board.emulated and not port:
         raise TinymemError(f"board '{board.id}' is real hardware: give --port, the serial port of its UART")
     if project_dir is None:  # a throwaway project: build in a temporary directory, removed afterwards
@@ -159,4 +143,4 @@ def run_on_board(g: Graph, plan: MemoryPlan, board, inputs: list[np.ndarray], pr
             runs = session.run(inputs)
     check_memory(runs, built.ram_static_bytes, plan, board)
     report = profile_report(g, plan, board, hello, runs, built.ram_static_bytes, built.flash_bytes, session.stats)
-    return BoardRun(_outputs(g, runs), report, hello)
+    return BoardRun(model_outputs(g, _outputs(g, runs)), report, hello)
