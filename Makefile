@@ -33,7 +33,9 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/bench_spine.py
+	$(PY) benchmarks/bench_patch.py
 	$(PY) benchmarks/bench_alloc.py
+	$(PY) benchmarks/bench_lsm.py
 
 # Rebuild the model zoo (needs TensorFlow: the `zoo` extra). The .tflite files are committed.
 zoo: setup
