@@ -1,8 +1,8 @@
 """TFLite's quantization arithmetic, on the host side: multipliers and shifts computed at codegen time.
 
-The spec is TFLite's reference arithmetic (`QuantizeMultiplier`, `MultiplyByQuantizedMultiplier`
-in the single-rounding form LiteRT is built with, gemmlowp's fixed-point rounding). The integer functions here mirror what the C kernels do, so that Python
-tests and planners can reason about exact results without compiling anything.
+The spec is TFLite's reference arithmetic (`QuantizeMultiplier`, `CalculateActivationRangeQuantized`).
+The integer requantization itself runs only in C (firmware/kernels/portable/tm_quant.h), where the
+tests check it against LiteRT.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import numpy as np
 
 from ..errors import TinymemError
 
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -39,45 +38,6 @@ def quantize_multiplier_smaller_than_one(real: float) -> tuple[int, int]:
     if not 0.0 < real < 1.0:
         raise TinymemError(f"multiplier {real!r} must lie in (0, 1)")
     return quantize_multiplier(real)
-
-
-def saturating_rounding_doubling_high_mul(a: int, b: int) -> int:
-    if a == b == INT32_MIN:
-        return INT32_MAX
-    ab = a * b
-    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
-    # C's int64 division truncates toward zero
-    return _trunc_div(ab + nudge, 1 << 31)  # C int64 division truncates toward zero
-
-
-def _trunc_div(a: int, b: int) -> int:
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
-
-
-def rounding_divide_by_pot(x: int, exponent: int) -> int:
-    mask = (1 << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (1 if x < 0 else 0)
-    return (x >> exponent) + (1 if remainder > threshold else 0)
-
-
-def wrap_int32(x: int) -> int:
-    return ((x + 2**31) % 2**32) - 2**31
-
-
-def multiply_by_quantized_multiplier(x: int, mult: int, shift: int) -> int:
-    """TFLite's single-rounding MultiplyByQuantizedMultiplier (what LiteRT BUILTIN_REF computes)."""
-    total = 31 - shift
-    result = (x * mult + (1 << (total - 1))) >> total
-    return min(max(result, INT32_MIN), INT32_MAX)
-
-
-def multiply_by_quantized_multiplier_double_rounding(x: int, mult: int, shift: int) -> int:
-    """The gemmlowp double-rounding form (SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT)."""
-    left = max(shift, 0)
-    right = max(-shift, 0)
-    return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(wrap_int32(x * (1 << left)), mult), right)
 
 
 def activation_range(fused: int, scale: float, zero_point: int, qmin: int = -128, qmax: int = 127) -> tuple[int, int]:

@@ -17,9 +17,10 @@ import numpy as np
 from . import register
 from .base import (
     Kernel, OpDef, PatchCall, TinymemError, UnsupportedError, Window, axis_window, check_shape, const_input, fused_range,
+    wrap_int32,
 )
 from .shape import MAX_DIMS, braces, raster_overlap, row_major_strides
-from ..model.quant import quantize_multiplier, wrap_int32
+from ..model.quant import quantize_multiplier
 
 PADDING_SAME, PADDING_VALID = 0, 1
 
@@ -210,6 +211,6 @@ class Mean(OpDef):
             if box:  # an empty box stays zero-initialized: C has no empty initializer list
                 k.fields[f"{name}_shape"] = braces(n for n, _ in box)
                 k.fields[f"{name}_stride"] = braces(s for _, s in box)
-        k.fields.update({"sum_offset": wrap_int32(x.quant.scalar()[1] * (x.size // y.size)),
+        k.fields.update({"sum_offset": int(wrap_int32(x.quant.scalar()[1] * (x.size // y.size))),
                          "multiplier": mult, "shift": shift, "output_offset": y.quant.scalar()[1]})
         return k
