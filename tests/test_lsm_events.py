@@ -115,3 +115,26 @@ def test_n_mnist_recordings_convert(tmp_path, capsys):
     assert frames.sum() == 1 and frames[1, 49, (17 - 9) * 16 + (17 - 9)]
     assert main(["lsm", "events", "nmnist", "--root", str(tmp_path / "none"), "-o", str(tmp_path / "x.npz")]) == 1
     assert "no N-MNIST recordings" in capsys.readouterr().err
+
+
+def test_direction_task_keeps_the_forward_recordings_and_hides_the_class_in_event_order(digits):
+    both = digits_events(SaccadeParams(), seed=0, which="all", limit=30, task="digits-direction")
+    n = len(digits)
+    assert len(both) == 2 * n
+    assert np.array_equal(both.labels[:n], digits.labels) and np.array_equal(both.labels[n:], digits.labels + 10)
+    assert np.array_equal(both.split[:n], both.split[n:])  # an image is test data in both directions
+    for k in ("t", "x", "y", "p"):  # the forward half is exactly the plain task
+        assert np.array_equal(getattr(both, k)[:both.offsets[n]], getattr(digits, k))
+    fwd, back = both.subset(np.arange(n)), both.subset(np.arange(n, 2 * n))
+    cf, cb = event_counts(fwd, 256).astype(float), event_counts(back, 256).astype(float)
+    # Per-pixel ON/OFF counts of the two directions nearly agree (a closed loop crosses each edge
+    # both ways), while the first third of the recording differs: the class is in the order.
+    count_gap = np.abs(cf - cb).sum() / cf.sum()
+    early = lambda ev: bin_events(ev, 3, 256)[:, 0].astype(float)  # noqa: E731
+    early_gap = np.abs(early(fwd) - early(back)).sum() / early(fwd).sum()
+    assert count_gap < 0.5 * early_gap
+
+
+def test_unknown_task_is_one_line_error():
+    with pytest.raises(TinymemError, match="task must be one of"):
+        digits_events(SaccadeParams(), limit=2, task="letters")

@@ -129,8 +129,11 @@ def device(device_path, seed, samples, out, as_json) -> None:
 @click.option("--limit", type=int, help="At most this many samples.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--noise-hz", type=float, default=1.0, show_default=True, help="Background events per pixel per second.")
+@click.option("--task", type=click.Choice(["digits", "digits-direction"]), default="digits", show_default=True,
+              help="digits-direction: every digit also recorded with the saccades run backwards (labels 10-19), "
+                   "a task that lives in the order of events.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def events(source, out, root, which, limit, seed, noise_hz, as_json) -> None:
+def events(source, out, root, which, limit, seed, noise_hz, task, as_json) -> None:
     """Event recordings as a tinymem event file. SOURCE digits: simulate an event camera's saccades
     over scikit-learn's digits; nmnist: convert the N-MNIST recordings under --root."""
     from .lsm.events import SaccadeParams, digits_events, nmnist_events
@@ -139,7 +142,7 @@ def events(source, out, root, which, limit, seed, noise_hz, as_json) -> None:
         raise TinymemError("nmnist needs --root, the folder holding N-MNIST's Train/ and Test/")
     with console.status("reading N-MNIST" if root else "simulating saccades") if not as_json else contextlib.nullcontext():
         ev = (nmnist_events(root, which, limit) if source == "nmnist"
-              else digits_events(SaccadeParams(noise_hz=noise_hz), seed, which, limit))
+              else digits_events(SaccadeParams(noise_hz=noise_hz), seed, which, limit, task=task))
     ev.save(out)
     per = np.diff(ev.offsets)
     info = {"out": out, "source": source, "samples": len(ev), "train": int(np.sum(ev.split == 0)),

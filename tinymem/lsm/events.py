@@ -31,7 +31,7 @@ the same file.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +199,7 @@ class SaccadeParams:
     contrast_sigma: float = 0.03  # per-pixel threshold mismatch
     noise_hz: float = 1.0       # background events per pixel per second
     eps: float = 0.1            # log(I + eps): the screen's black is not infinitely dark
+    reverse: bool = False       # run the triangle backwards (the same path, time-reversed)
 
 
 def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
@@ -250,6 +251,8 @@ def saccade_path(sp: SaccadeParams) -> tuple[np.ndarray, np.ndarray]:
     leg = np.minimum(u.astype(int), 2)
     frac = 0.5 - 0.5 * np.cos(np.pi * (u - leg))
     pos = corners[leg] + (corners[leg + 1] - corners[leg]) * frac[:, None]
+    if sp.reverse:
+        pos = pos[::-1].copy()
     return pos[:, 0], pos[:, 1]
 
 
@@ -281,7 +284,8 @@ def simulate(images: np.ndarray, sp: SaccadeParams, seed: int, ids: np.ndarray |
     bounds = np.concatenate([[0], np.cumsum(np.bincount(s, minlength=n))])
     per_sample = []
     for i in range(n):
-        rng = np.random.default_rng([seed, 1, int(ids[i])])
+        # A reversed recording of the same image draws other noise (forward draws stay as they were).
+        rng = np.random.default_rng([seed, 1, int(ids[i])] + ([1] if sp.reverse else []))
         a, b = bounds[i], bounds[i + 1]
         t = step[a:b] * sp.dt_us + rng.integers(0, sp.dt_us, b - a)
         k = rng.poisson(sp.noise_hz * sp.duration_us * 1e-6 * sp.size * sp.size)
@@ -307,9 +311,36 @@ def split_indices(labels: np.ndarray, test_fraction: float = 0.25, seed: int = 0
     return split
 
 
+TASKS = ("digits", "digits-direction")
+
+
+def concat_events(parts: list[EventSet]) -> EventSet:
+    """One set holding the samples of every part in order (same sensor and duration)."""
+    first = parts[0]
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+    shift = np.cumsum([0] + [p.offsets[-1] for p in parts[:-1]])
+    offsets = np.concatenate([[0]] + [p.offsets[1:] + k for p, k in zip(parts, shift)])
+    opt = lambda name: None if any(getattr(p, name) is None for p in parts) else cat(name)  # noqa: E731
+    return EventSet(cat("t"), cat("x"), cat("y"), cat("p"), offsets.astype(np.int64), first.width, first.height,
+                    first.duration_us, opt("labels"), opt("split"))
+
+
 def digits_events(sp: SaccadeParams = SaccadeParams(), seed: int = 0, which: str = "all",
-                  limit: int | None = None, test_fraction: float = 0.25) -> EventSet:
-    """Event recordings of scikit-learn's digits, with labels and a stratified train/test split."""
+                  limit: int | None = None, test_fraction: float = 0.25, task: str = "digits") -> EventSet:
+    """Event recordings of scikit-learn's digits, with labels and a stratified train/test split.
+
+    task "digits-direction": every digit is recorded twice, with the saccade triangle run forwards
+    (labels 0-9) and backwards (labels 10-19; same sensor and split, other noise draws). Both recordings of an image
+    cross the same edges the same number of times, so per-pixel event counts barely tell the
+    direction apart: the class lives in the order of the events, which a readout on counts only
+    sees through something with memory (the reservoir, or time windows)."""
+    if task not in TASKS:
+        raise TinymemError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+    if task == "digits-direction":
+        fwd = digits_events(replace(sp, reverse=False), seed, which, limit, test_fraction)
+        back = digits_events(replace(sp, reverse=True), seed, which, limit, test_fraction)  # same sensor, split
+        back.labels = back.labels + 10
+        return concat_events([fwd, back])
     images, labels = load_digits_images()
     split = split_indices(labels, test_fraction, seed)
     keep = {"all": np.arange(len(labels)), "train": np.flatnonzero(split == 0),
