@@ -36,6 +36,7 @@ bench: setup
 	$(PY) benchmarks/bench_patch.py
 	$(PY) benchmarks/bench_alloc.py
 	$(PY) benchmarks/bench_lsm.py
+	$(PY) benchmarks/bench_train.py
 
 # Rebuild the model zoo (needs TensorFlow: the `zoo` extra). The .tflite files are committed.
 zoo: setup
