@@ -206,7 +206,9 @@ def test_param_bytes_by_hand(net):
     assert got == {0: 86 + 144 + 16 + 16, 1: 48 + 36 + 16, 6: 135 + 540 + 12 + 12}
     plan = plan_training(net, s)
     assert plan.static_bytes == sum(got.values())
-    assert plan.train_peak_sram_bytes == plan.arena_bytes + plan.static_bytes
+    # + the firmware's I/O: control 8 + status 8 + a copy of the 3 int8 logits + the ready flag 4.
+    assert plan.io_bytes == 8 + 8 + 3 + 4
+    assert plan.train_peak_sram_bytes == plan.arena_bytes + plan.static_bytes + plan.io_bytes
 
 
 def test_backward_scratch_by_hand(net):

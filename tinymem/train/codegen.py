@@ -22,9 +22,9 @@ from ..ops.base import Kernel
 from ..ops.shape import braces
 from .forward import layer_params
 from .layers import LayerSpec, TrainGraph, train_graph
+from .memory import CONTROL_BYTES, STATUS_BYTES
 
 TRAIN_KERNEL_DIR = Path(__file__).resolve().parents[2] / "firmware" / "kernels" / "train"
-CONTROL_BYTES = STATUS_BYTES = 8
 MODES = {"eval": 0, "train": 1, "reset": 2}
 STATUS_BAD_MODE, STATUS_BAD_LABEL = 1, 2  # status byte 5 (docs/training.md)
 
@@ -273,7 +273,6 @@ class _Renderer:
         lt = g.t(logits)
         scale, zp = lt.quant.scalar()
         inputs, outputs = training_io(g, plan)
-        io_static = CONTROL_BYTES + STATUS_BYTES + lt.nbytes
         return {
             "model": g.name, "scheme": plan.scheme, "plan": plan, "forward": forward, "backward": backward,
             "layers": [tg.layers[i] for i in sorted(tg.layers)], "arrays": self.ctx.arrays,
@@ -281,7 +280,7 @@ class _Renderer:
             "logits": {"ptr": self.ptr(logits), "bytes": lt.nbytes, "grad": self.grad(logits)},
             "loss": literal({"classes": lt.size, "scale": _f32(scale), "zero_point": zp}),
             "num_steps": n + len(tg.path.ops), "default_lr": _f32(plan.scheme.lr),
-            "flash_bytes": self.ctx.flash_bytes, "peak_sram_bytes": plan.arena_bytes + plan.static_bytes + io_static,
+            "flash_bytes": self.ctx.flash_bytes, "peak_sram_bytes": plan.train_peak_sram_bytes,
             "modes": MODES, "status_bad_mode": STATUS_BAD_MODE, "status_bad_label": STATUS_BAD_LABEL,
         }
 

@@ -17,9 +17,14 @@ from ..ops import opdef, validate_graph
 from ..plan.arena import PLANNERS, check_placement
 from ..plan.lifetimes import Buffer, Lifetimes, compute_lifetimes
 from ..plan.memory import _live_bytes
-from .scheme import BackwardPath, Scheme, backward_path, trainable_ops, updated_channels
+from .scheme import BackwardPath, Scheme, backward_path, logits_op, trainable_ops, updated_channels
 
 FLOAT = 4  # bytes of a float32 gradient / master value
+# The training firmware's I/O outside the arena (docs/training.md, "Generated training firmware"):
+# the control input and status output, a copy of the logits (the backward pass reuses their arena
+# bytes before the host reads them) and the "SRAM parameters are set" flag.
+CONTROL_BYTES = STATUS_BYTES = 8
+READY_FLAG_BYTES = 4
 
 # Buffer roles, also the stacks of the training-memory plot.
 ACTIVATION, GRADIENT, SCRATCH, BWD_SCRATCH = "activation", "gradient", "scratch", "backward scratch"
@@ -147,8 +152,12 @@ class TrainPlan:
     layers: list[dict] = field(default_factory=list)
 
     @property
+    def io_bytes(self) -> int:
+        return io_static_bytes(self.graph)
+
+    @property
     def train_peak_sram_bytes(self) -> int:
-        return self.arena_bytes + self.static_bytes
+        return self.arena_bytes + self.static_bytes + self.io_bytes
 
     @property
     def steps(self) -> int:
@@ -183,6 +192,7 @@ class TrainPlan:
             "train_peak_sram_bytes": self.train_peak_sram_bytes,
             "arena_bytes": self.arena_bytes,
             "static_bytes": self.static_bytes,
+            "io_bytes": self.io_bytes,
             "backward_ops": [op.index for op in self.path.ops],
             "saved_tensors": {str(t): k for t, k in sorted(self.path.saved_tensors.items())},
             "grad_tensors": list(self.path.grad_tensors),
@@ -249,6 +259,10 @@ def _place(g: Graph, scheme: Scheme, reorder: bool, planner: str):
     placement = PLANNERS[planner]().place(lt)
     check_placement(lt, placement)
     return path, lt, maps, placement
+
+
+def io_static_bytes(g: Graph) -> int:
+    return CONTROL_BYTES + STATUS_BYTES + g.t(logits_op(g).outputs[0]).nbytes + READY_FLAG_BYTES
 
 
 def training_arena_bytes(g: Graph, scheme: Scheme, reorder: bool = True, planner: str = "tinymem") -> int:

@@ -34,7 +34,7 @@ from ..model.graph import Graph
 from ..plan.arena import PLANNERS, OverlapAware, align_up, max_overlap
 from ..plan.lifetimes import Lifetimes
 from .contrib import GainTable
-from .memory import TrainPlan, op_param_sram_bytes, plan_training, training_arena_bytes, training_lifetimes, updatable_ops
+from .memory import TrainPlan, io_static_bytes, op_param_sram_bytes, plan_training, training_arena_bytes, training_lifetimes, updatable_ops
 from .scheme import Scheme
 
 EXHAUSTIVE_LIMIT = 20_000  # without reordering, exact search (one arena per scheme) up to this many schemes
@@ -106,7 +106,7 @@ class _Space:
         def p(i: int, r: float, bias: bool) -> int:
             return op_param_sram_bytes(g, ops[i], r, bias)
 
-        prefix = [0]
+        prefix = [io_static_bytes(g)]  # the firmware's I/O buffers: the same for every scheme
         for i in self.table.bias_ops:
             prefix.append(prefix[-1] + p(i, 0.0, True))
         self.bias_static = [prefix[k] for k in self.ks]
