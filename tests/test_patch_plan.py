@@ -303,12 +303,12 @@ def test_bound_and_peak_random(seed):
 
 # --- the search ------------------------------------------------------------------------------------
 
-def exhaustive(g, max_grid):
-    """Plan every schedule (and layer by layer) with the planner the search uses."""
+def exhaustive(g, max_grid, stream=False):
+    """Plan every schedule (and layer by layer, which holds the input) with the planner the search uses."""
     an = Analysis(g)
     lw = make_plan(g)
-    rows = [(None, lw.macs, lw.peak_sram_bytes)]
-    for s in enumerate_schedules(an, max_grid):
+    rows = [] if stream else [(None, lw.macs, lw.peak_sram_bytes)]
+    for s in enumerate_schedules(an, max_grid, stream):
         if stage_plan(an, s, exact=False) is None:
             continue
         p = make_patch_plan(g, s, an=an, quick=True)
@@ -335,7 +335,14 @@ def test_search_is_exact(seed):
         fewest = min(r[1] for r in rows if r[2] <= budget)
         assert ch.plan.macs == fewest and ch.plan.peak_sram_bytes <= budget
     with pytest.raises(TinymemError, match=f"smallest peak any schedule reaches is {peaks[0]:,} B"):
-        search(g, "auto", sram=peaks[0] - 1, max_grid=3)
+        search(g, "auto", sram=peaks[0] - 1, max_grid=3, stream=False)
+    # below every in-arena peak, --patch auto streams the input if that fits: fewest MACs again
+    _, streamed = exhaustive(g, 3, stream=True)
+    fits = [r for r in streamed if r[2] <= peaks[0] - 1]
+    if fits:
+        ch = search(g, "auto", sram=peaks[0] - 1, max_grid=3)
+        assert ch.schedule.stream and ch.plan.macs == min(r[1] for r in fits)
+        assert ch.as_dict()["input"] == "streamed"
     # the front: no point dominated by any planned schedule
     ch = search(g, "auto", max_grid=3)
     for c in ch.pareto:
@@ -399,8 +406,13 @@ def test_cli_plan_forced_and_budget(capsys, tmp_path):
     code, out, _ = run(["plan", model, "--patch", "auto", "--sram", "48KiB", "--json", "--plot", tmp_path / "m.png"], capsys)
     d = json.loads(out)
     assert code == 0 and d["peak_sram_bytes"] <= 48 * 1024 and (tmp_path / "m.png").stat().st_size > 10_000
-    code, _, err = run(["plan", model, "--patch", "auto", "--sram", "20KiB"], capsys)
-    assert code == 1 and "no schedule fits 20,480 B" in err and "smallest peak any schedule reaches" in err
+    # 20 KiB is below every plan holding the 27 KiB input: auto then streams it
+    code, out, _ = run(["plan", model, "--patch", "auto", "--sram", "20KiB", "--json"], capsys)
+    d = json.loads(out)
+    assert code == 0 and d["peak_sram_bytes"] <= 20 * 1024 and d["patch"]["input"] == "streamed"
+    code, _, err = run(["plan", model, "--patch", "auto", "--sram", "12KiB"], capsys)
+    assert code == 1 and "no schedule fits 12,288 B" in err and "smallest peak any schedule reaches" in err
+    assert "with the input streamed" in err
     code, _, err = run(["plan", model, "--patch", "3x3@63"], capsys)
     assert code == 1 and "cannot end a patch stage" in err
     code, _, err = run(["plan", model, "--sram", "64KiB"], capsys)

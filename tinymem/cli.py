@@ -1,6 +1,7 @@
 """The `tinymem` command line: parse arguments, call the stages, print. No computing here."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -27,18 +28,24 @@ def _plan(g, planner: str):
     return make_plan(g, planner)
 
 
-def _patch_choice(g, planner: str, patch: str, sram: str | None, max_overhead: float):
-    """The plan for --patch auto|off|RxC@K (and --sram / --max-overhead): a PatchChoice."""
+def _patch_choice(g, planner: str, patch: str, sram: str | None, max_overhead: float, stream_input: bool = False):
+    """The plan for --patch auto|off|RxC@K (and --sram / --max-overhead / --stream-input): a
+    PatchChoice, or None when none of them is given (plain layer by layer)."""
     from .plan.patch_search import parse_patch, parse_size, search
 
+    if patch == "off" and not sram and not stream_input:
+        return None
     if not 0 <= max_overhead:
         raise TinymemError(f"--max-overhead must be >= 0, got {max_overhead}")
     return search(g, parse_patch(patch), sram=parse_size(sram) if sram is not None else None,
-                  max_overhead=max_overhead, planner=planner)
+                  max_overhead=max_overhead, planner=planner, stream=True if stream_input else None)
 
 
 def _patch_options(f):
-    """--patch, --sram and --max-overhead, shared by plan, sim and run."""
+    """--patch, --sram, --max-overhead and --stream-input, shared by plan, sim and run."""
+    f = click.option("--stream-input", is_flag=True,
+                     help="With --patch: never hold the input whole; each patch fetches its window through "
+                          "tinymem_read_input() (--patch auto with --sram streams only when nothing else fits).")(f)
     f = click.option("--max-overhead", type=float, default=0.15, show_default=True,
                      help="--patch auto without --sram: the most extra MACs (fraction) the schedule may cost.")(f)
     f = click.option("--sram", help="SRAM budget, e.g. 64KiB or 65536: --patch auto picks the fewest MACs that fit.")(f)
@@ -48,12 +55,35 @@ def _patch_options(f):
     return f
 
 
+def _kernels_option(f):
+    """--kernels: the kernel set to plan and generate for, the command running under it
+    (tinymem/ops/isa.py). auto: the board's (the DSP kernels on Cortex-M4/M7), portable without one."""
+    @functools.wraps(f)
+    def under_isa(*args, kernels: str, **kwargs):
+        from .ops.isa import PORTABLE, core_isa, kernel_isa
+
+        if kernels == "auto":
+            board = kwargs.get("board_name") or kwargs.get("board")
+            if board:
+                from .build.boards import load_board
+
+                kernels = core_isa(load_board(board).core)
+            else:
+                kernels = PORTABLE
+        with kernel_isa(kernels):
+            return f(*args, **kwargs)
+
+    return click.option("--kernels", type=click.Choice(["auto", "portable", "armv7em"]), default="auto",
+                        show_default=True, help="Kernel set: portable C99, or the Armv7E-M DSP kernels (their C "
+                        "fallbacks off Arm); auto = the board's, portable without --board.")(under_isa)
+
+
 def _patch_line(choice) -> str:
     d = choice.as_dict()
     if choice.schedule is None:
         return (f"patch: layer by layer ({d['peak_sram_bytes']:,} B) is best here; searched "
                 f"{d['schedules_considered']} schedules in {d['search_seconds']:.2f} s")
-    return (f"patch {d['label']}: peak SRAM {d['peak_sram_bytes']:,} B vs {d['layerwise_peak_sram_bytes']:,} B layer by layer "
+    return (f"patch {d['label']}{' (input streamed)' if d['input'] == 'streamed' else ''}: peak SRAM {d['peak_sram_bytes']:,} B vs {d['layerwise_peak_sram_bytes']:,} B layer by layer "
             f"({d['layerwise_peak_sram_bytes'] / d['peak_sram_bytes']:.2f}x less), {d['extra_macs_ratio']:+.1%} MACs; "
             f"searched {d['schedules_considered']} schedules ({d['schedules_planned']} planned) in {d['search_seconds']:.2f} s")
 
@@ -95,11 +125,12 @@ def inspect(model: str, as_json: bool, tensors: bool) -> None:
 @click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True,
               help="greedy = TFLite Micro's greedy-by-size planner (the baseline).")
 @_patch_options
+@_kernels_option
 def plan(model: str, as_json: bool, plot: str | None, planner: str, patch: str, sram: str | None,
-         max_overhead: float) -> None:
+         max_overhead: float, stream_input: bool) -> None:
     """Static memory plan of MODEL: arena offsets, peak SRAM, flash, MACs, per-layer live bytes."""
     g = _load(model)
-    choice = _patch_choice(g, planner, patch, sram, max_overhead) if (patch != "off" or sram) else None
+    choice = _patch_choice(g, planner, patch, sram, max_overhead, stream_input)
     p = choice.plan if choice else _plan(g, planner)
     baseline = _plan(g, "greedy") if planner != "greedy" else None
     if plot:
@@ -138,6 +169,7 @@ def plan(model: str, as_json: bool, plot: str | None, planner: str, patch: str, 
 @click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True)
 @click.option("--board", help="Write a PlatformIO project for this board (see `tinymem boards`) instead of a bare C bundle.")
 @click.option("--no-profile", is_flag=True, help="With --board: build without the per-layer timing hooks.")
+@_kernels_option
 def codegen(model: str, out_dir: str, planner: str, board: str | None, no_profile: bool) -> None:
     """Generate C for MODEL into OUT: tinymem_model.{c,h} + kernels, or a whole PlatformIO project with --board."""
     if no_profile and not board:
@@ -188,14 +220,15 @@ def _save_outputs(path: str, outputs: list[np.ndarray]) -> None:
 @click.option("--keep", type=click.Path(file_okay=False), help="Keep the generated C and binary in this directory.")
 @click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True)
 @_patch_options
+@_kernels_option
 def sim(model: str, inputs: tuple[str, ...], output: str, sanitize: bool, keep: str | None, planner: str,
-        patch: str, sram: str | None, max_overhead: float) -> None:
+        patch: str, sram: str | None, max_overhead: float, stream_input: bool) -> None:
     """Generate C, compile it for the host, run every input sample through it."""
     from .sim import build_host
 
     g = _load(model)
     arrays = [_load_npy(p) for p in inputs]
-    choice = _patch_choice(g, planner, patch, sram, max_overhead) if (patch != "off" or sram) else None
+    choice = _patch_choice(g, planner, patch, sram, max_overhead, stream_input)
     p = choice.plan if choice else _plan(g, planner)
     if choice is not None:
         console.print(_patch_line(choice))
@@ -236,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 from . import cli_board  # noqa: E402,F401  (registers boards, flash, run on the group above)
 from . import cli_alloc  # noqa: E402,F401  (registers alloc-config, alloc-replay)
 from . import cli_lsm  # noqa: E402,F401  (registers the lsm group)
+from . import cli_train  # noqa: E402,F401  (registers train-plan)
 
 if __name__ == "__main__":
     # Run as `python -m tinymem.cli`, this file is `__main__`, but cli_board registers its commands on

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from .cli import _load, _load_npy, _patch_choice, _patch_line, _patch_options, _plan, _print_json, _save_outputs, cli, console
+from .cli import _kernels_option, _load, _load_npy, _patch_choice, _patch_line, _patch_options, _plan, _print_json, _save_outputs, cli, console
 
 
 @cli.command()
@@ -87,10 +87,11 @@ def flash(project: str, port: str | None, as_json: bool) -> None:
 @click.option("--no-profile", is_flag=True, help="Build without the per-layer timing hooks (RAM figures stay).")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as one JSON object.")
 @_patch_options
+@_kernels_option
 def run_cmd(model: str, board_name: str, inputs: tuple[str, ...], output: str, profile_path: str | None,
             port: str | None, upload_port: str | None, project_dir: str | None, planner: str, timeout: float,
             retries: int, no_profile: bool, as_json: bool, patch: str = "off", sram: str | None = None,
-            max_overhead: float = 0.15) -> None:
+            max_overhead: float = 0.15, stream_input: bool = False) -> None:
     """Generate, build and flash MODEL for a board, stream every input sample through it, save outputs."""
     from .build.boards import load_board
     from .link.report import memory_lines
@@ -99,7 +100,7 @@ def run_cmd(model: str, board_name: str, inputs: tuple[str, ...], output: str, p
     board = load_board(board_name)
     g = _load(model)
     arrays = [_load_npy(p) for p in inputs]
-    choice = _patch_choice(g, planner, patch, sram, max_overhead) if (patch != "off" or sram) else None
+    choice = _patch_choice(g, planner, patch, sram, max_overhead, stream_input)
     plan = choice.plan if choice else _plan(g, planner)
     if choice is not None and not as_json:
         console.print(_patch_line(choice))

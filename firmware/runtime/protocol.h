@@ -11,14 +11,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TM_PROTOCOL_VERSION 2u
+#define TM_PROTOCOL_VERSION 3u
 
 #define TM_FRAME_MAX_PAYLOAD 256u
 #define TM_FRAME_OVERHEAD 7u /* type, seq, crc32 */
 #define TM_FRAME_MAX_RAW (TM_FRAME_MAX_PAYLOAD + TM_FRAME_OVERHEAD)
 /* COBS adds one byte per 254 and the code byte; plus the delimiter. */
 #define TM_FRAME_MAX_ENCODED (TM_FRAME_MAX_RAW + TM_FRAME_MAX_RAW / 254u + 2u)
-/* Input/output data travels in chunks: index (u8), offset (u32 LE), bytes. */
+/* Input/output data travels in chunks: index (u8), offset (u32 LE), bytes. A streamed input's
+ * window travels the same way, its offset counted from the window's first byte. */
 #define TM_CHUNK_HEADER 5u
 #define TM_CHUNK_MAX_DATA (TM_FRAME_MAX_PAYLOAD - TM_CHUNK_HEADER)
 
@@ -28,20 +29,25 @@ enum {
     TM_FRAME_INPUT = 0x02,  /* chunk of an input tensor; answered by ACK */
     TM_FRAME_INVOKE = 0x03, /* (empty): run the model; answered by OUTPUT..., PROFILE..., MEMORY, DONE */
     TM_FRAME_EXIT = 0x04,   /* u8 status: emulated boards leave QEMU with it; answered by ACK */
+    TM_FRAME_WINDOW = 0x05, /* chunk of the window a READ asked for; answered by ACK */
     TM_FRAME_HELLO = 0x20,  /* what this firmware is: see tm_board main.c */
     TM_FRAME_ACK = 0x21,    /* u16 seq of the frame acknowledged */
     TM_FRAME_OUTPUT = 0x22, /* chunk of an output tensor */
     TM_FRAME_PROFILE = 0x23,/* u16 first op, u16 count, u64 ticks per op */
-    TM_FRAME_DONE = 0x24,   /* u64 invoke ticks */
+    TM_FRAME_DONE = 0x24,   /* u64 invoke ticks, u64 of them spent waiting for streamed input windows */
     TM_FRAME_ERROR = 0x25,  /* u8 code, u8 pad, u16 seq at fault, u32 detail, u32 detail2 */
     TM_FRAME_MEMORY = 0x26, /* u32 each: .data+.bss, stack high water, stack capacity, arena, RAM limit */
-    TM_FRAME_LOG = 0x27     /* text, for people: the host prints it, never parses it */
+    TM_FRAME_LOG = 0x27,    /* text, for people: the host prints it, never parses it */
+    /* During INVOKE, a model that streams its input asks for each window it needs: u8 input index,
+     * u16 y0, y1, x0, x1 (rows [y0, y1) x columns [x0, x1), every channel); the host answers with
+     * WINDOW chunks of those bytes, row-major. */
+    TM_FRAME_READ = 0x28
 };
 
 enum {
     TM_ERR_BAD_FRAME = 1,  /* COBS, length or CRC check failed */
     TM_ERR_LOST = 2,       /* sequence gap: a host frame went missing */
-    TM_ERR_BAD_CHUNK = 3,  /* index/offset/length outside the tensor */
+    TM_ERR_BAD_CHUNK = 3,  /* index/offset/length outside the tensor (or not the window asked for) */
     TM_ERR_UNKNOWN = 4,    /* frame type this firmware does not handle */
     TM_ERR_FAULT = 5,      /* the core faulted: detail = stacked PC */
     TM_ERR_INCOMPLETE = 6, /* INVOKE before every input byte arrived intact: detail = bytes got, detail2 = needed */

@@ -212,9 +212,9 @@ def write_runtime(board: Board, src: Path) -> None:
     """Everything a board firmware needs besides its model and main.c, into src: the protocol, the
     allocator and its generated config, the board support. Shared with other firmwares that
     present a model's API (tinymem/lsm/encode.py), so they follow the runtime as it changes."""
-    sources = [FIRMWARE_DIR / "runtime" / "protocol.c", FIRMWARE_DIR / "runtime" / "protocol.h"]
-    sources += [FIRMWARE_DIR / "runtime" / n for n in ("tm_alloc.c", "tm_alloc_check.c", "tm_alloc.h", "tm_alloc_impl.h",
-                                                       "tm_alloc_default_config.h")]
+    from ..alloc import FILES as ALLOC_FILES
+
+    sources = [FIRMWARE_DIR / "runtime" / n for n in ("protocol.c", "protocol.h", *ALLOC_FILES)]
     sources += [FIRMWARE_DIR / "boards" / n for n in ("tm_board.h", "startup.c", "cycles.c", UART_SOURCES[board.serial.uart])]
     if board.boot2:
         sources.append(FIRMWARE_DIR / "boards" / "boot2_rp2040.c")

@@ -16,7 +16,7 @@ from cobs import cobs
 
 from ..errors import TinymemError
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 MAX_PAYLOAD = 256
 OVERHEAD = 7
 CHUNK_HEADER = 5  # index u8, offset u32
@@ -29,6 +29,7 @@ class FrameType(IntEnum):
     INPUT = 0x02
     INVOKE = 0x03
     EXIT = 0x04
+    WINDOW = 0x05
     HELLO = 0x20
     ACK = 0x21
     OUTPUT = 0x22
@@ -37,6 +38,7 @@ class FrameType(IntEnum):
     ERROR = 0x25
     MEMORY = 0x26
     LOG = 0x27
+    READ = 0x28
 
 
 class ErrorCode(IntEnum):
@@ -118,6 +120,9 @@ class FrameReader:
             self._buf.clear()
             out.append(FrameError("no frame delimiter in over 500 bytes (is this a tinymem firmware?)"))
         return out
+
+
+READ_REQUEST = struct.Struct("<BHHHH")  # input index, y0, y1, x0, x1
 
 
 def chunk_payload(index: int, offset: int, data: bytes) -> bytes:

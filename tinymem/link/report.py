@@ -20,7 +20,17 @@ def layers_table(profile: dict, title: str | None = None) -> Table:
         n = layer[unit] or 0
         table.add_row(str(layer["index"]), layer["op"], f"{layer['macs']:,}", f"{n:,}", f"{n / total:.1%}",
                       f"{n / layer['macs']:.1f}" if layer["macs"] else "-")
+    stage = profile.get("patch_stage")
+    if stage and stage.get(unit) is not None:
+        macs = sum(layer["macs"] for layer in profile["layers"][stage["ops"][0]:stage["ops"][1] + 1])
+        table.add_row(f"{stage['ops'][0]}..{stage['ops'][1]}", f"patch stage, {stage['patches']} patches (sum)",
+                      f"{macs:,}", f"{stage[unit]:,}", f"{stage[unit] / total:.1%}",
+                      f"{stage[unit] / macs:.1f}" if macs else "-", end_section=True)
     table.add_row("", "invoke (median)", "", f"{profile[f'total_{unit}']:,}", "", "", end_section=True)
+    read = profile.get("input_read")
+    if read:
+        table.add_row("", f"+ waiting for {read['windows_per_invoke']} input windows (link)", "",
+                      f"{read[f'median_{unit}']:,}", "", "")
     return table
 
 

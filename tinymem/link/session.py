@@ -2,7 +2,10 @@
 
 The exchange is request/response, so it works on UARTs without flow control:
   PING -> HELLO;  INPUT chunk -> ACK (up to HELLO's window in flight);
-  INVOKE -> OUTPUT..., PROFILE..., MEMORY, DONE;  EXIT -> ACK (an emulated board then leaves QEMU).
+  INVOKE -> [READ -> WINDOW chunks, each ACKed]..., OUTPUT..., PROFILE..., MEMORY, DONE;
+  EXIT -> ACK (an emulated board then leaves QEMU).
+A model that streams its input (HELLO's streamed mask) never gets it as INPUT chunks: during the
+invoke the board asks for each window it needs (READ), and the host sends just those bytes.
 LOG frames may come at any time: they are collected, never parsed.
 
 Faults. Every frame carries a CRC and a sequence number, and every wait has a deadline, so a
@@ -25,8 +28,8 @@ import numpy as np
 import serial
 
 from ..errors import TinymemError
-from .frames import (CHUNK_MAX_DATA, PROTOCOL_VERSION, ErrorCode, Frame, FrameError, FrameReader, FrameType,
-                     chunk_payload, encode, parse_chunk)
+from .frames import (CHUNK_MAX_DATA, PROTOCOL_VERSION, READ_REQUEST, ErrorCode, Frame, FrameError, FrameReader,
+                     FrameType, chunk_payload, encode, parse_chunk)
 
 COUNTERS = {1: "dwt", 2: "systick"}
 # Board errors that mean "a frame was damaged or lost on the way": the exchange may be redone.
@@ -72,6 +75,7 @@ class Hello:
     output_bytes: list[int]
     ping_seq: int = 0
     window: int = 1
+    streamed: int = 0  # bit i: input i is streamed (asked for window by window during INVOKE)
 
     @property
     def clock(self) -> str:
@@ -82,7 +86,7 @@ class Hello:
         head = struct.Struct("<6BHIIIHH")
         if len(p) < head.size:
             raise TinymemError(f"HELLO of {len(p)} B is too short: is this a tinymem firmware?")
-        version, flags, counter, n_in, n_out, window, ops, clock, arena, stack, ping, _ = head.unpack(p[:head.size])
+        version, flags, counter, n_in, n_out, window, ops, clock, arena, stack, ping, streamed = head.unpack(p[:head.size])
         if version != PROTOCOL_VERSION:
             raise TinymemError(f"firmware speaks protocol {version}, this tinymem speaks {PROTOCOL_VERSION}: rebuild it")
         end = head.size + 4 * (n_in + n_out)
@@ -91,13 +95,14 @@ class Hello:
         sizes = struct.unpack(f"<{n_in + n_out}I", p[head.size:end])
         return cls(p[end:].decode(errors="replace"), version, bool(flags & 1), bool(flags & 2),
                    COUNTERS.get(counter, "none"), ops, clock, arena, stack, list(sizes[:n_in]), list(sizes[n_in:]),
-                   ping, max(1, window))
+                   ping, max(1, window), streamed)
 
     def as_dict(self) -> dict:
         return {"board": self.board, "protocol": self.version, "profile": self.profile, "emulated": self.emulated,
                 "clock": self.clock, "clock_hz": self.clock_hz, "ops": self.ops, "arena_bytes": self.arena_bytes,
                 "stack_capacity_bytes": self.stack_capacity, "inputs": self.input_bytes, "outputs": self.output_bytes,
-                "rx_window": self.window}
+                "rx_window": self.window, "streamed_inputs": [i for i in range(len(self.input_bytes))
+                                                              if self.streamed >> i & 1]}
 
 
 @dataclass
@@ -111,6 +116,7 @@ class Invocation:
     ram_static: int = 0  # .data + .bss as the board's linker symbols say
     arena_bytes: int = 0
     ram_limit: int = 0
+    read_ticks: int = 0  # of `ticks`, those spent waiting for streamed input windows
 
 
 @dataclass
@@ -119,12 +125,15 @@ class LinkStats:
     faults: list[str] = field(default_factory=list)  # what each retry recovered from
     input_bytes: int = 0  # payload bytes of INPUT chunks acknowledged
     input_seconds: float = 0.0  # time from the first chunk to the last ACK, summed over samples
+    windows: int = 0  # streamed input windows served
+    window_bytes: int = 0  # their bytes (halos overlap: more than the input's)
 
     def as_dict(self) -> dict:
         rate = self.input_bytes / self.input_seconds if self.input_seconds else None
         return {"retries": self.retries, "faults": self.faults, "input_bytes": self.input_bytes,
                 "input_seconds": round(self.input_seconds, 3),
-                "input_bytes_per_s": None if rate is None else round(rate)}
+                "input_bytes_per_s": None if rate is None else round(rate),
+                "windows": self.windows, "window_bytes": self.window_bytes}
 
 
 def _configure(port) -> None:
@@ -257,12 +266,13 @@ class Session:
             raise TinymemError(f"the firmware on board '{h.board}' runs another model: its inputs/outputs are "
                                f"{h.input_bytes}/{h.output_bytes} bytes, this model's {list(input_bytes)}/{list(output_bytes)}")
 
-    def invoke(self, inputs: list[bytes]) -> Invocation:
-        """One sample, redone from a PING after a damaged, lost or late frame (up to `retries` times)."""
+    def invoke(self, inputs: list[bytes], shapes: list[tuple] | None = None) -> Invocation:
+        """One sample, redone from a PING after a damaged, lost or late frame (up to `retries` times).
+        A streamed input needs its sample shape [H, W, C] in `shapes` (to cut the windows)."""
         attempt = 0
         while True:
             try:
-                return self._exchange(inputs)
+                return self._exchange(inputs, shapes)
             except LinkError as exc:
                 if attempt >= self.retries:
                     if not self.retries:
@@ -273,10 +283,10 @@ class Session:
                 self.stats.faults.append(str(exc))
                 self.hello(after=str(exc))
 
-    def _send_and_invoke(self, inputs: list[bytes], window: int) -> None:
-        """Stream the input chunks, then INVOKE, with up to `window` frames unanswered at once (the
-        firmware's INCOMPLETE check makes an early INVOKE safe); every chunk's ACK is checked."""
-        start = time.monotonic()
+    def _send_chunks(self, ftype: FrameType, data: dict[int, bytes], window: int, then: FrameType | None = None) -> None:
+        """Chunks of data[index] as `ftype` frames with up to `window` unanswered at once, then the
+        frame `then` (the firmware's INCOMPLETE check makes an early INVOKE safe); every chunk's
+        ACK is checked."""
         in_flight: collections.deque[int] = collections.deque()
 
         def settle() -> None:
@@ -285,23 +295,48 @@ class Session:
             if len(ack.payload) < 2 or struct.unpack("<H", ack.payload[:2])[0] != want:
                 raise LinkError(f"board acknowledged frame {ack.payload[:2].hex()} instead of {want}")
 
-        chunks = [(index, at) for index, data in enumerate(inputs) for at in range(0, len(data), CHUNK_MAX_DATA)]
-        for index, at in chunks:
+        for index, d in data.items():
+            for at in range(0, len(d), CHUNK_MAX_DATA):
+                while len(in_flight) >= window:
+                    settle()
+                in_flight.append(self.send(ftype, chunk_payload(index, at, d[at:at + CHUNK_MAX_DATA])))
+        if then is not None:
             while len(in_flight) >= window:
                 settle()
-            chunk = chunk_payload(index, at, inputs[index][at:at + CHUNK_MAX_DATA])
-            in_flight.append(self.send(FrameType.INPUT, chunk))
-        while len(in_flight) >= window:
-            settle()
-        self.send(FrameType.INVOKE)
+            self.send(then)
         while in_flight:
             settle()
-        self.stats.input_bytes += sum(len(d) for d in inputs)
+
+    def _send_and_invoke(self, inputs: list[bytes], window: int, streamed: int) -> None:
+        """The inputs held in the board's arena as INPUT chunks, then INVOKE."""
+        start = time.monotonic()
+        held = {index: data for index, data in enumerate(inputs) if not streamed >> index & 1}
+        self._send_chunks(FrameType.INPUT, held, window, then=FrameType.INVOKE)
+        self.stats.input_bytes += sum(len(d) for d in held.values())
         self.stats.input_seconds += time.monotonic() - start
 
-    def _exchange(self, inputs: list[bytes]) -> Invocation:
+    def _serve_window(self, p: bytes, inputs: list[bytes], shapes: list[tuple] | None, h: Hello) -> None:
+        """Answer a READ: the window's bytes of a streamed input, as WINDOW chunks. A request for
+        anything but a window inside a streamed input is final: the firmware is not the one built."""
+        if len(p) != READ_REQUEST.size:
+            raise TinymemError(f"malformed READ frame from the board ({len(p)} B, expected {READ_REQUEST.size})")
+        index, y0, y1, x0, x1 = READ_REQUEST.unpack(p)
+        if index >= len(inputs) or not h.streamed >> index & 1:
+            raise TinymemError(f"board asked for a window of input {index}, which this model does not stream")
+        shape = tuple(shapes[index]) if shapes is not None else ()
+        if len(shape) != 3 or int(np.prod(shape)) != len(inputs[index]):
+            raise TinymemError(f"input {index} is streamed: the session needs its sample shape [H, W, C], got {list(shape)}")
+        if not (0 <= y0 < y1 <= shape[0] and 0 <= x0 < x1 <= shape[1]):
+            raise TinymemError(f"board asked for rows {y0}..{y1}, columns {x0}..{x1} of input {index} "
+                               f"{list(shape)}: outside the input")
+        data = np.frombuffer(inputs[index], np.int8).reshape(shape)[y0:y1, x0:x1].tobytes()
+        self._send_chunks(FrameType.WINDOW, {index: data}, h.window)
+        self.stats.windows += 1
+        self.stats.window_bytes += len(data)
+
+    def _exchange(self, inputs: list[bytes], shapes: list[tuple] | None) -> Invocation:
         h = self.hello_info or self.hello()
-        self._send_and_invoke(inputs, h.window)
+        self._send_and_invoke(inputs, h.window, h.streamed)
         outputs = [bytearray(n) for n in h.output_bytes]
         got = [0] * len(outputs)
         op_ticks: list[int | None] = [None] * h.ops
@@ -309,7 +344,9 @@ class Session:
         while True:
             frame = self.receive(self.invoke_timeout, what="answer to INVOKE")
             p = frame.payload
-            if frame.type == FrameType.OUTPUT:
+            if frame.type == FrameType.READ:
+                self._serve_window(p, inputs, shapes, h)
+            elif frame.type == FrameType.OUTPUT:
                 index, at, data = parse_chunk(p)
                 if index >= len(outputs) or at != got[index] or at + len(data) > len(outputs[index]):
                     raise TinymemError(f"board sent output {index} bytes {at}..{at + len(data)} out of order "
@@ -323,8 +360,8 @@ class Session:
                 op_ticks[first:first + count] = struct.unpack(f"<{count}Q", p[4:])
             elif frame.type == FrameType.MEMORY and len(p) == 20:
                 memory = struct.unpack("<5I", p)
-            elif frame.type == FrameType.DONE and len(p) == 8:
-                (ticks,) = struct.unpack("<Q", p)
+            elif frame.type == FrameType.DONE and len(p) == 16:
+                ticks, read_ticks = struct.unpack("<QQ", p)
                 break
             else:
                 raise TinymemError(f"unexpected {frame!r} while waiting for outputs")
@@ -334,16 +371,17 @@ class Session:
             raise TinymemError("board finished without its MEMORY or PROFILE frames")
         ram_static, high, capacity, arena, limit = memory
         return Invocation([bytes(o) for o in outputs], ticks, high, capacity, list(op_ticks) if h.profile else [],
-                          ram_static, arena, limit)
+                          ram_static, arena, limit, read_ticks)
 
     def run(self, arrays: list[np.ndarray]) -> list[Invocation]:
         """N samples: arrays[i] is int8 [N, ...] for input i. One Invocation per sample."""
         n = arrays[0].shape[0] if arrays else 0
         flat = [np.ascontiguousarray(a, dtype=np.int8).reshape(n, -1) for a in arrays]
         self.check_model([a.shape[1] for a in flat], (self.hello_info or self.hello()).output_bytes)
+        shapes = [a.shape[1:] for a in arrays]
         results = []
         for k in range(n):
-            results.append(self.invoke([a[k].tobytes() for a in flat]))
+            results.append(self.invoke([a[k].tobytes() for a in flat], shapes))
             if self.progress:
                 self.progress(k + 1, n)
         return results

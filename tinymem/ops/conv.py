@@ -11,6 +11,7 @@ from dataclasses import astuple, dataclass, fields, replace
 import numpy as np
 
 from . import register
+from .armv7em import DSP_STAGE, DW_QUAD, GEMM_K, depthwise_stream, dsp_enabled, gemm_scratch, gemm_stream, requant_fits, right_shifts
 from .base import (
     Kernel, OpDef, Overlap, PatchCall, Window, axis_window, check_shape, check_symmetric_weights, const_input,
     fused_range, per_channel_requant, raster_min_delta, wrap_int32,
@@ -172,8 +173,9 @@ class _ConvBase(OpDef):
     def patch_overlaps(self, op, g, out, stored):
         return self._raster_rule(op, g, self.window_geometry(op, g, out, stored[0]))
 
-    def quant_fields(self, op, g, k: Kernel, filter_sums: np.ndarray) -> str:
-        """The tm_conv_quant literal; `filter_sums[c]` is the sum of output channel c's weights."""
+    def quant_values(self, op, g, filter_sums: np.ndarray) -> dict:
+        """input_zp, output_zp, act_min, act_max, and per output channel the folded int32 bias,
+        multiplier and shift; `filter_sums[c]` is the sum of output channel c's weights."""
         x, w, out = g.t(op.inputs[0]), g.t(op.inputs[1]), g.t(op.outputs[0])
         in_scale, in_zp = x.quant.scalar()
         out_scale, out_zp = out.quant.scalar()
@@ -186,10 +188,52 @@ class _ConvBase(OpDef):
         folded = bias - in_zp * filter_sums.astype(np.int64)
         mult, shift = per_channel_requant(in_scale, w.quant.scale, out_scale, out_c)
         act_min, act_max = fused_range(op, out)
-        return (f"{{ .input_zp = {in_zp}, .output_offset = {out_zp}, .act_min = {act_min}, .act_max = {act_max}, "
-                f".bias = {k.array('bias', 'int32_t', wrap_int32(folded))}, "
-                f".multiplier = {k.array('mult', 'int32_t', mult)}, "
-                f".shift = {k.array('shift', 'int32_t', shift)} }}")
+        return {"input_zp": in_zp, "output_zp": out_zp, "act_min": act_min, "act_max": act_max,
+                "bias": wrap_int32(folded), "mult": mult, "shift": shift}
+
+    def quant_fields(self, op, g, k: Kernel, filter_sums: np.ndarray) -> str:
+        """The tm_conv_quant literal."""
+        q = self.quant_values(op, g, filter_sums)
+        return (f"{{ .input_zp = {q['input_zp']}, .output_offset = {q['output_zp']}, .act_min = {q['act_min']}, "
+                f".act_max = {q['act_max']}, .bias = {k.array('bias', 'int32_t', q['bias'])}, "
+                f".multiplier = {k.array('mult', 'int32_t', q['mult'])}, "
+                f".shift = {k.array('shift', 'int32_t', q['shift'])} }}")
+
+    # --- Armv7E-M kernels (tinymem/ops/armv7em.py) ------------------------------------------
+    def filter_rows(self, op, g) -> np.ndarray:
+        """The weights as [out_c, taps]: what each output channel's accumulator multiplies."""
+        raise NotImplementedError
+
+    def dsp_shape_ok(self, op, g, geo: Geometry) -> bool:
+        raise NotImplementedError
+
+    def dsp_kernel_name(self, op, g, geo: Geometry) -> str:
+        raise NotImplementedError
+
+    def dsp_function(self, op, g) -> str | None:
+        """The DSP kernel this layer runs under the armv7em kernel set; None: the portable one."""
+        if not dsp_enabled():
+            return None
+        geo = self.geometry(op, g)
+        if not self.dsp_shape_ok(op, g, geo):
+            return None
+        rows = self.filter_rows(op, g)
+        q = self.quant_values(op, g, rows.astype(np.int64).sum(axis=1))
+        return self.dsp_kernel_name(op, g, geo) if requant_fits(q["bias"], rows, q["shift"]) else None
+
+    def dsp_kernel(self, op, g, prefix: str, function: str) -> Kernel:
+        """The DSP kernel's call: the same geometry literal as the portable one (the patch stage
+        sets geo.*), then the kernel's own constants (dsp_arrays)."""
+        rows = self.filter_rows(op, g)
+        q = self.quant_values(op, g, rows.astype(np.int64).sum(axis=1))
+        k = Kernel(prefix, function, self.dsp_struct)
+        k.fields = {
+            "geo": self.geometry(op, g).c_literal(),
+            "input_zp": q["input_zp"], "out_round": 1 + 2 * q["output_zp"],
+            "act_min": q["act_min"], "act_max": q["act_max"],
+        }
+        k.fields.update(self.dsp_arrays(k, rows, q))
+        return k
 
 
 def check_filter_scales(op, w, axis: int, channels: int) -> None:
@@ -220,12 +264,29 @@ class Conv2D(_ConvBase):
     def groups(self, op, g) -> int:
         return g.t(op.inputs[0]).shape[3] // g.t(op.inputs[1]).shape[3]
 
+    def filter_rows(self, op, g):
+        w = g.t(op.inputs[1])
+        return w.data.reshape(w.shape[0], -1)
+
+    def dsp_shape_ok(self, op, g, geo):
+        # tm_dsp_conv_s8 widens whole-quad taps from the input, or stages small windows
+        return self.groups(op, g) == 1 and (geo.in_c % GEMM_K == 0 or geo.k_h * geo.k_w * geo.in_c <= DSP_STAGE)
+
+    def dsp_kernel_name(self, op, g, geo):
+        return "tm_dsp_conv_1x1_s8" if geo.k_h == geo.k_w == 1 else "tm_dsp_conv_s8"
+
+    dsp_struct = "tm_dsp_conv_params"
+
+    def dsp_arrays(self, k, rows, q):
+        return {"stream": k.array("stream", "int32_t", gemm_stream(rows, q["bias"], q["mult"], right_shifts(q["shift"])))}
+
     def scratch_bytes(self, op, g):
+        taps = int(np.prod(g.t(op.inputs[1]).shape[1:]))
+        if self.dsp_function(op, g):
+            return gemm_scratch(taps)  # the same two-pixel passes, windows padded to fours
         # Every group's window of CONV_PIXELS pixels, widened to int16 and zero-padded to whole
         # dot-product chunks, plus a byte to realign an odd scratch offset.
-        geo = self.geometry(op, g)
-        window = round_up(geo.k_h * geo.k_w * g.t(op.inputs[1]).shape[3], DOT_CHUNK)
-        return 2 * CONV_PIXELS * self.groups(op, g) * window + 1
+        return 2 * CONV_PIXELS * self.groups(op, g) * round_up(taps, DOT_CHUNK) + 1
 
     def min_read(self, op, g, geo, pixel):
         # CONV_PIXELS pixels at a time (raster order, across rows and batches): all their reads,
@@ -241,6 +302,9 @@ class Conv2D(_ConvBase):
         return geo.batches * geo.out_h * geo.out_w * geo.out_c * geo.k_h * geo.k_w * g.t(op.inputs[1]).shape[3]
 
     def kernel(self, op, g, prefix):
+        function = self.dsp_function(op, g)
+        if function:
+            return self.dsp_kernel(op, g, prefix, function)
         geo = self.geometry(op, g)
         w = g.t(op.inputs[1])
         k = Kernel(prefix, "tm_conv_s8", "tm_conv_params")
@@ -270,12 +334,30 @@ class DepthwiseConv2D(_ConvBase):
                     f"filter {w.describe()} has {out_c} channels, not a multiple of the {in_c} of {x.describe()}")
         check_filter_scales(op, w, 3, out_c)
 
+    def filter_rows(self, op, g):
+        w = g.t(op.inputs[1])
+        return w.data.reshape(-1, w.shape[3]).T
+
+    def dsp_shape_ok(self, op, g, geo):
+        return ((geo.k_h, geo.k_w, geo.dil_h, geo.dil_w) == (3, 3, 1, 1) and geo.out_c == geo.in_c
+                and geo.in_c % DW_QUAD == 0)
+
+    def dsp_kernel_name(self, op, g, geo):
+        return "tm_dsp_depthwise_3x3_s8"
+
+    dsp_struct = "tm_dsp_depthwise_params"
+
+    def dsp_arrays(self, k, rows, q):
+        return {"quads": k.array("quads", "int32_t", depthwise_stream(q["bias"], q["mult"], q["shift"], rows.T))}
+
     def min_read(self, op, g, geo, pixel):
         # A block's reads all happen before its first byte is written, and none between its later
         # bytes: charge them to the first byte, from the block's first input channel up (a partial
         # last block may read past the pixel's channels, but those reads do not reach its output).
+        # The DSP kernel's blocks are its four-channel passes.
+        block = DW_QUAD if self.dsp_function(op, g) else DEPTHWISE_BLOCK
         c = np.arange(geo.out_c)
-        offsets = np.where(c % DEPTHWISE_BLOCK == 0, c // (geo.out_c // geo.in_c), np.inf)
+        offsets = np.where(c % block == 0, c // (geo.out_c // geo.in_c), np.inf)
         return (pixel[:, None] + offsets[None, :]).reshape(-1)
 
     def macs(self, op, g):
@@ -283,6 +365,9 @@ class DepthwiseConv2D(_ConvBase):
         return geo.batches * geo.out_h * geo.out_w * geo.out_c * geo.k_h * geo.k_w
 
     def kernel(self, op, g, prefix):
+        function = self.dsp_function(op, g)
+        if function:
+            return self.dsp_kernel(op, g, prefix, function)
         geo = self.geometry(op, g)
         w = g.t(op.inputs[1])
         k = Kernel(prefix, "tm_depthwise_conv_s8", "tm_depthwise_conv_params")

@@ -6,10 +6,14 @@ import numpy as np
 from ..model.quant import quantize_multiplier
 
 from . import register
+from .armv7em import dsp_enabled, gemm_stream
 from .base import (
     Kernel, OpDef, Overlap, check_shape, check_symmetric_weights, const_input, fused_range,
     per_channel_requant, raster_min_delta, wrap_int32,
 )
+
+
+FC_GROUP = 4  # outputs tm_dsp_fully_connected_s8 computes per pass over the input row
 
 
 @register
@@ -62,10 +66,18 @@ class FullyConnected(OpDef):
             m, s = quantize_multiplier(float(np.float32(in_scale) * np.float32(w.quant.scale[0])) / float(out_scale))
             mult, shift = np.full(out_f, m, np.int32), np.full(out_f, s, np.int32)
         act_min, act_max = fused_range(op, out)
-        k = Kernel(prefix, "tm_fully_connected_s8", "tm_fully_connected_params")
+        # The Armv7E-M kernel: the same arithmetic and row order, weights in its read order.
+        dsp = dsp_enabled()
+        k = Kernel(prefix, *(("tm_dsp_fully_connected_s8", "tm_dsp_fully_connected_params") if dsp
+                             else ("tm_fully_connected_s8", "tm_fully_connected_params")))
         k.fields = {
             "batches": batches, "in_features": in_f, "out_features": out_f,
             "output_offset": out_zp, "act_min": act_min, "act_max": act_max,
+        }
+        if dsp:
+            k.fields["stream"] = k.array("stream", "int32_t", gemm_stream(w.data, wrap_int32(folded), mult, shift, FC_GROUP))
+            return k
+        k.fields |= {
             "weights": k.array("w", "int8_t", w.data),
             "bias": k.array("bias", "int32_t", wrap_int32(folded)),
             "multiplier": k.array("mult", "int32_t", mult),

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from ..errors import TinymemError
 from ..model.graph import Graph
 from ..ops import opdef, validate_graph
+from ..ops.isa import current_isa, kernel_isa
 from .arena import PLANNERS, check_placement
 from .lifetimes import Lifetimes, compute_lifetimes
 
@@ -35,6 +36,7 @@ class MemoryPlan:
     layers: list[LayerInfo] = field(default_factory=list)
     static_bytes: int = 0  # RAM outside the arena the generated model needs (none today)
     patch: object = None  # a patch-based schedule's StagePlan (tinymem.plan.patch), None: layer by layer
+    isa: str = "portable"  # the kernel set it was planned for (tinymem/ops/isa.py); codegen renders that one
 
     @property
     def peak_sram_bytes(self) -> int:
@@ -53,6 +55,7 @@ class MemoryPlan:
         return {
             "model": self.graph.name,
             "planner": self.planner,
+            "kernels": self.isa,
             "peak_sram_bytes": self.peak_sram_bytes,
             "arena_bytes": self.arena_bytes,
             "static_bytes": self.static_bytes,
@@ -72,15 +75,18 @@ def _live_bytes(lt: Lifetimes, offsets: dict[int, int], step: int) -> int:
     return total
 
 
-def make_plan(g: Graph, planner: str = "tinymem", align: int | None = None) -> MemoryPlan:
-    """Plan the arena with the named planner; `align` overrides its byte alignment of offsets."""
+def make_plan(g: Graph, planner: str = "tinymem", align: int | None = None, isa: str | None = None) -> MemoryPlan:
+    """Plan the arena with the named planner; `align` overrides its byte alignment of offsets;
+    `isa` the kernel set (default: the one in effect, see tinymem/ops/isa.py), whose kernels'
+    scratch and overlap rules the plan follows."""
     validate_graph(g)
     if planner not in PLANNERS:
         raise TinymemError(f"unknown planner '{planner}'; choose one of {', '.join(PLANNERS)}")
-    lt = compute_lifetimes(g, use_overlaps=(planner != "greedy"))
-    placement = (PLANNERS[planner](align) if align else PLANNERS[planner]()).place(lt)
-    check_placement(lt, placement)
-    return assemble_plan(g, planner, lt, placement)
+    with kernel_isa(isa or current_isa()):
+        lt = compute_lifetimes(g, use_overlaps=(planner != "greedy"))
+        placement = (PLANNERS[planner](align) if align else PLANNERS[planner]()).place(lt)
+        check_placement(lt, placement)
+        return assemble_plan(g, planner, lt, placement)
 
 
 def assemble_plan(g: Graph, planner: str, lt: Lifetimes, placement, macs: dict[int, int] | None = None,
@@ -101,7 +107,7 @@ def assemble_plan(g: Graph, planner: str, lt: Lifetimes, placement, macs: dict[i
     return MemoryPlan(
         graph=g, planner=planner, lifetimes=lt, offsets=placement.offsets, arena_bytes=placement.arena_bytes,
         flash_bytes=sum(layer.flash_bytes for layer in layers), macs=sum(layer.macs for layer in layers),
-        layers=layers, patch=patch,
+        layers=layers, patch=patch, isa=current_isa(),
     )
 
 

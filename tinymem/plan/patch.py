@@ -10,13 +10,20 @@ walk whole buffers) from its inputs' stored windows. Stage tensors live in small
 buffers sized for the largest patch and reused by every patch; graph inputs stay whole; op K's
 patch lands in the whole split tensor. Then the rest of the graph runs layer by layer.
 
+Input streaming (Schedule.stream, MCUNetV2's setting): the graph inputs the stage reads are never
+held whole. Each patch fetches just the window of each input it reads (halo included) into a
+per-patch buffer, through the application's tinymem_read_input() (a camera driver, a flash image,
+the host over a serial link); the window then is the input's stored window, so it is propagated
+like any other stage tensor's. Only possible when nothing after the stage reads those inputs.
+
 Windows are separable: rows of an input window depend only on rows of the output window, and
 likewise columns, so a schedule's windows come from R row propagations and C column ones, cached
-per (split, axis, parts). MACs and per-patch buffer sizes follow in closed form.
+per (split, axis, parts, streamed). MACs and per-patch buffer sizes follow in closed form.
 
 Memory: one arena for both phases. Steps are op indices: stage buffers live over the steps of
 their op (every patch reuses them), graph inputs read by the stage live through step K (later
-patches read them again), the split tensor lives from step 0 (earlier patches' results must
+patches read them again; a streamed input's window buffer lives from its first reader, which
+fetches it, to its last), the split tensor lives from step 0 (earlier patches' results must
 survive later ones). Each op's per-patch overlap rule (max over the distinct patch geometries)
 becomes a permit, so depthwise convs still run in place on patches.
 """
@@ -31,6 +38,7 @@ from ..ops.base import OpDef, PatchCall, Window, full_window
 from .arena import PLANNERS, Placement, align_up, check_placement, max_overlap
 from .lifetimes import Buffer, Lifetimes, Permit, compute_lifetimes
 from .memory import MemoryPlan, assemble_plan
+from .patch_tables import StageCode, stage_code
 
 MAX_GRID = 8  # patches per axis the search tries
 
@@ -40,6 +48,7 @@ class Schedule:
     split_op: int  # K: the last op of the patch stage
     rows: int  # R: patches along the split tensor's height
     cols: int  # C: along its width
+    stream: bool = False  # the stage's graph inputs are fetched window by window, never held whole
 
     @property
     def label(self) -> str:
@@ -48,6 +57,10 @@ class Schedule:
     @property
     def patches(self) -> int:
         return self.rows * self.cols
+
+    @property
+    def input_mode(self) -> str:
+        return "streamed" if self.stream else "arena"
 
 
 def bounds(n: int, parts: int) -> list[int]:
@@ -66,8 +79,10 @@ class Stage:
     split_op: int
     split: int  # tensor index of the split tensor (op K's output)
     produced: list[int]  # stage tensors in op order (op s produces produced[s])
-    inputs: list[int]  # graph inputs the stage reads (stored whole)
-    last_use: dict[int, int]  # stage tensor -> last stage op reading it (split: K)
+    inputs: list[int]  # graph inputs the stage reads (stored whole, unless streamed)
+    last_use: dict[int, int]  # stage tensor or input -> last stage op reading it (split: K)
+    first_use: dict[int, int]  # graph input -> first stage op reading it (where a stream fetches it)
+    stream_blocker: str | None = None  # why the inputs cannot be streamed (None: they can)
 
     @property
     def ops(self) -> range:
@@ -116,12 +131,24 @@ def stage_points(g: Graph) -> dict[int, Stage]:
                          if i >= 0 and not g.t(i).is_const and i not in produced})
         if any(i not in g.inputs for i in inputs):
             continue
-        last_use = {t: max(u for u in consumers[t] if u <= k) for t in produced[:-1]}
+        last_use = {t: max(u for u in consumers[t] if u <= k) for t in produced[:-1] + inputs}
         last_use[split] = k
         if k == n - 1 and split not in graph_outputs:
             continue
-        out[k] = Stage(k, split, list(produced), inputs, last_use)
+        first_use = {i: min(consumers[i]) for i in inputs}
+        out[k] = Stage(k, split, list(produced), inputs, last_use, first_use, _stream_blocker(g, inputs, consumers, k))
     return out
+
+
+def _stream_blocker(g: Graph, inputs: list[int], consumers: dict[int, list[int]], k: int) -> str | None:
+    """Why the stage's inputs cannot be streamed: a window is all a patch ever holds of them."""
+    for i in inputs:
+        if i in g.outputs:
+            return f"input {g.t(i).describe()} is also a model output"
+        later = [u for u in consumers[i] if u > k]
+        if later:
+            return f"input {g.t(i).describe()} is read again after the patch stage by {g.ops[later[0]].describe()}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,9 +163,10 @@ class PatchWindows:
     stored: dict[int, Window]
 
 
-def propagate(g: Graph, stage: Stage, patch: Window) -> PatchWindows | None:
+def propagate(g: Graph, stage: Stage, patch: Window, stream: bool = False) -> PatchWindows | None:
     """Windows of every stage tensor for one patch of the split tensor; None if some op would get
-    an empty window (pathological dilations) or its inputs could not cover what it reads."""
+    an empty window (pathological dilations) or its inputs could not cover what it reads. With
+    `stream` the graph inputs hold just the window the patch reads, else they are whole."""
     need: dict[int, Window] = {stage.split: patch}
     reads: dict[int, list] = {}
     for s in reversed(stage.ops):
@@ -151,7 +179,9 @@ def propagate(g: Graph, stage: Stage, patch: Window) -> PatchWindows | None:
             if w is None or i < 0 or g.t(i).is_const:
                 continue
             need[i] = w if i not in need else need[i].union(w)
-    stored: dict[int, Window] = {i: full_window(g.t(i)) for i in stage.inputs}
+    stored: dict[int, Window] = {i: need[i] if stream else full_window(g.t(i)) for i in stage.inputs}
+    if any(w.h <= 0 or w.w <= 0 for w in stored.values()):
+        return None
     for s in stage.ops:
         op = g.ops[s]
         d = opdef(op)
@@ -174,7 +204,7 @@ class Analysis:
     def __init__(self, g: Graph):
         self.g = g
         self.stages = stage_points(g)
-        self._axis: dict[tuple[int, str, int], list[PatchWindows] | None] = {}
+        self._axis: dict[tuple[int, str, int, bool], list[PatchWindows] | None] = {}
         self._calls: dict = {}
         self._overlap_cache: dict = {}
         self._macs: dict[int, int] = {}
@@ -192,9 +222,9 @@ class Analysis:
             self._scratch[s] = opdef(self.g.ops[s]).scratch_bytes(self.g.ops[s], self.g)
         return self._scratch[s]
 
-    def axis(self, k: int, axis: str, parts: int) -> list[PatchWindows] | None:
+    def axis(self, k: int, axis: str, parts: int, stream: bool = False) -> list[PatchWindows] | None:
         """Per patch row (axis 'y') or column ('x'): windows with the other axis whole."""
-        key = (k, axis, parts)
+        key = (k, axis, parts, stream)
         if key not in self._axis:
             stage = self.stages[k]
             t = self.g.t(stage.split)
@@ -202,7 +232,7 @@ class Analysis:
             cuts = bounds(h if axis == "y" else w, parts)
             res = []
             for a, b in zip(cuts, cuts[1:]):
-                pw = propagate(self.g, stage, Window(a, b, 0, w) if axis == "y" else Window(0, h, a, b))
+                pw = propagate(self.g, stage, Window(a, b, 0, w) if axis == "y" else Window(0, h, a, b), stream)
                 if pw is None:
                     res = None
                     break
@@ -253,12 +283,20 @@ class StagePlan:
     row_bounds: list[int]
     col_bounds: list[int]
     direct: bool  # op K writes each patch straight into the split tensor (one patch column)
-    local_size: dict[int, int]  # stage tensor -> bytes of its per-patch buffer
+    local_size: dict[int, int]  # stage tensor (or streamed input) -> bytes of its per-patch buffer
     macs: dict[int, int]  # stage op -> MACs over all patches
     permits: dict[tuple[int, int], int] | None = None  # (stage op, input pos) -> min_delta; None: not computed
     stream: int | None = None  # min_delta of the split tensor over the graph input (None: they stay apart)
     local_buffer: dict[int, int] = field(default_factory=dict)  # stage tensor -> buffer id (set by patch_lifetimes)
     scratch_buffer: dict[int, int] = field(default_factory=dict)  # stage op -> its scratch buffer id
+    streamed: list[int] = field(default_factory=list)  # graph inputs fetched window by window (Schedule.stream)
+    code: StageCode | None = None  # the per-patch values as emitted (set by make_patch_plan)
+
+    def span(self, t: int) -> tuple[int, int]:
+        """(first, last) step of per-patch tensor t's buffer: from the op producing it (a streamed
+        input: its first reader, before which each patch fetches it) to its last stage reader."""
+        first = self.stage.first_use[t] if t in self.streamed else self.stage.produced.index(t)
+        return first, self.stage.last_use[t]
 
     def patch_window(self, i: int, j: int) -> Window:
         return Window(self.row_bounds[i], self.row_bounds[i + 1], self.col_bounds[j], self.col_bounds[j + 1])
@@ -283,13 +321,19 @@ def stage_plan(an: Analysis, sched: Schedule, exact: bool = True) -> StagePlan |
     h, w = int(t.shape[1]), int(t.shape[2])
     if not (1 <= sched.rows <= h and 1 <= sched.cols <= w):
         raise TinymemError(f"grid {sched.rows}x{sched.cols} does not fit the {h}x{w} split tensor {t.describe()}")
-    rows, cols = an.axis(sched.split_op, "y", sched.rows), an.axis(sched.split_op, "x", sched.cols)
+    if sched.stream and stage.stream_blocker:
+        raise TinymemError(f"schedule {sched.label} cannot stream its input: {stage.stream_blocker}")
+    rows = an.axis(sched.split_op, "y", sched.rows, sched.stream)
+    cols = an.axis(sched.split_op, "x", sched.cols, sched.stream)
     if rows is None or cols is None:
         return None
     rb, cb = bounds(h, sched.rows), bounds(w, sched.cols)
     direct = sched.cols == 1 and cols[0].stored[stage.split].w == w and all(
         (r.stored[stage.split].y0, r.stored[stage.split].y1) == (a, b) for r, a, b in zip(rows, rb, rb[1:]))
     local_size, macs = {}, {}
+    streamed = list(stage.inputs) if sched.stream else []
+    for x in streamed:
+        local_size[x] = max(r.stored[x].h for r in rows) * max(c.stored[x].w for c in cols) * int(g.t(x).shape[3])
     for s in stage.ops:
         op = g.ops[s]
         y = op.outputs[0]
@@ -299,7 +343,7 @@ def stage_plan(an: Analysis, sched: Schedule, exact: bool = True) -> StagePlan |
         if y != stage.split or not direct:
             local_size[y] = max(hs) * max(ws) * int(yt.shape[3])
         macs[s] = an.op_macs(s) * sum(hs) * sum(ws) // (int(yt.shape[1]) * int(yt.shape[2]))
-    sp = StagePlan(sched, stage, rows, cols, rb, cb, direct, local_size, macs)
+    sp = StagePlan(sched, stage, rows, cols, rb, cb, direct, local_size, macs, streamed=streamed)
     sp.stream = stream_delta(g, sp)
     if exact:
         sp.permits = stage_permits(an, sp)
@@ -339,10 +383,11 @@ def stream_delta(g: Graph, sp: StagePlan) -> int | None:
     """How far above the split tensor the graph input may start so that the split can overlap it:
     patches run in row-major order and each writes its part of the split tensor after all its
     reads, so split bytes written by patches 0..p must stay below every input byte a later patch
-    reads. None when the input is read after the stage, or by op K while it writes the split."""
+    reads. None when the input is read after the stage, or by op K while it writes the split, or
+    is streamed (not in the arena at all)."""
     st = sp.stage
     k = st.split_op
-    if len(st.inputs) != 1 or sp.schedule.patches < 2:
+    if len(st.inputs) != 1 or sp.schedule.patches < 2 or sp.streamed:
         return None
     x = st.inputs[0]
     if x in g.outputs or any(x in op.inputs for op in g.ops[k + 1:]):
@@ -399,16 +444,16 @@ def patch_lifetimes(g: Graph, sp: StagePlan, base: Lifetimes | None = None) -> t
         if nb.scratch_of is None:
             for t in nb.tensors:
                 tensor_buffer[t] = nb.id
-    # Per-patch buffers of the stage: tensor t from the op producing it to its last reader.
-    producer = {g.ops[s].outputs[0]: s for s in stage.ops}
+    # Per-patch buffers of the stage: tensor t from the op producing it (a streamed input: its first
+    # reader) to its last reader. A streamed input has no whole buffer: tensor_buffer leaves it out.
     local_buffer: dict[int, int] = {}
-    for t in stage.produced:
+    for t in sp.streamed + stage.produced:
         if t not in sp.local_size:
             continue
-        nb = Buffer(len(bufs), sp.local_size[t], producer[t], stage.last_use[t], [t])
+        nb = Buffer(len(bufs), sp.local_size[t], *sp.span(t), [t])
         bufs.append(nb)
         local_buffer[t] = nb.id
-        if t != stage.split:
+        if t != stage.split and t not in sp.streamed:
             tensor_buffer[t] = nb.id
     scratch: dict[int, int] = {}
     for s in stage.ops:
@@ -439,15 +484,14 @@ def stage_estimate(g: Graph, sp: StagePlan, align: int = 4, an: Analysis | None 
     overlap as much as its sizes allow, which keeps it a lower bound."""
     stage = sp.stage
     k = stage.split_op
-    whole = sum(g.t(i).nbytes for i in stage.inputs) + g.t(stage.split).nbytes
+    whole = sum(g.t(i).nbytes for i in stage.inputs if i not in sp.streamed) + g.t(stage.split).nbytes
     if sp.stream is not None:
         whole -= max_overlap(g.t(stage.inputs[0]).nbytes, g.t(stage.split).nbytes, align_up(sp.stream, align))
     delta = [0] * (k + 2)  # live per-patch bytes, as a difference array over the steps
-    for s in stage.ops:
-        y = g.ops[s].outputs[0]
-        if y in sp.local_size:
-            delta[s] += sp.local_size[y]
-            delta[stage.last_use[y] + 1] -= sp.local_size[y]
+    for t, size in sp.local_size.items():
+        first, last = sp.span(t)
+        delta[first] += size
+        delta[last + 1] -= size
     best, live_local = 0, 0
     for s in stage.ops:
         op = g.ops[s]
@@ -511,4 +555,10 @@ def make_patch_plan(g: Graph, sched: Schedule, planner: str = "tinymem", align: 
     if sp is None:
         raise TinymemError(f"schedule {sched.label}: some patch gets an empty window (try fewer patches)")
     lt, placement = place_patch(g, sp, planner, align, quick, an)
-    return assemble_plan(g, planner, lt, placement, macs=sp.macs, patch=sp)
+    plan = assemble_plan(g, planner, lt, placement, macs=sp.macs, patch=sp)
+    # The per-patch tables the stage emits are flash too: count them with their op.
+    sp.code = stage_code(g, sp, an)
+    for s, nbytes in sp.code.table_bytes.items():
+        plan.layers[s].flash_bytes += nbytes
+    plan.flash_bytes = sum(layer.flash_bytes for layer in plan.layers)
+    return plan

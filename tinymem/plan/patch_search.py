@@ -10,12 +10,18 @@ with respect to that planner:
 - without: the lowest peak among the plans whose extra MACs stay within `max_overhead`.
 The final schedule is then planned with the full planner. The Pareto front (peak vs MACs) of the
 considered schedules is reported with real peaks.
+
+Input streaming (`stream`): True searches only schedules that fetch the input window by window
+(--stream-input); False never streams; None (the default) streams only when a budget needs it:
+with `sram`, schedules that keep the input in the arena are tried first, streamed ones only if none
+of those fits (streaming changes the model's interface: the application must serve
+tinymem_read_input()).
 """
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import TinymemError
 from ..model.graph import Graph
@@ -40,7 +46,8 @@ class Candidate:
     def as_dict(self, layerwise_macs: int) -> dict:
         s = self.schedule
         return {"split_op": None if s is None else s.split_op, "grid": None if s is None else [s.rows, s.cols],
-                "label": "layer-wise" if s is None else s.label, "peak_sram_bytes": self.peak, "macs": self.macs,
+                "label": "layer-wise" if s is None else s.label, "input": "arena" if s is None else s.input_mode,
+                "peak_sram_bytes": self.peak, "macs": self.macs,
                 "extra_macs_ratio": (self.macs - layerwise_macs) / layerwise_macs if layerwise_macs else 0.0}
 
 
@@ -64,6 +71,7 @@ class PatchChoice:
             "split_op": None if s is None else s.split_op,
             "grid": None if s is None else [s.rows, s.cols],
             "label": "layer-wise" if s is None else s.label,
+            "input": "arena" if s is None else s.input_mode,
             "peak_sram_bytes": self.plan.peak_sram_bytes,
             "layerwise_peak_sram_bytes": lw.peak_sram_bytes,
             "macs": self.plan.macs,
@@ -105,13 +113,15 @@ def parse_patch(text: str) -> str | Schedule:
     return Schedule(k, r, c)
 
 
-def enumerate_schedules(an: Analysis, max_grid: int = MAX_GRID):
+def enumerate_schedules(an: Analysis, max_grid: int = MAX_GRID, stream: bool = False):
     for k, st in sorted(an.stages.items()):
+        if stream and st.stream_blocker:
+            continue
         t = an.g.t(st.split)
         for r in range(1, min(max_grid, int(t.shape[1])) + 1):
             for c in range(1, min(max_grid, int(t.shape[2])) + 1):
                 if r * c >= 2:
-                    yield Schedule(k, r, c)
+                    yield Schedule(k, r, c, stream)
 
 
 def pareto_front(cands: list[Candidate], key) -> list[Candidate]:
@@ -124,22 +134,26 @@ def pareto_front(cands: list[Candidate], key) -> list[Candidate]:
 
 
 def search(g: Graph, mode: str | Schedule = "auto", sram: int | None = None,
-           max_overhead: float = DEFAULT_MAX_OVERHEAD, planner: str = "tinymem", max_grid: int = MAX_GRID) -> PatchChoice:
-    """Plan `g` per `mode` ('off', 'auto' or a forced Schedule); see the module docstring."""
+           max_overhead: float = DEFAULT_MAX_OVERHEAD, planner: str = "tinymem", max_grid: int = MAX_GRID,
+           stream: bool | None = None) -> PatchChoice:
+    """Plan `g` per `mode` ('off', 'auto' or a forced Schedule) and `stream`; see the module docstring."""
     t0 = time.perf_counter()
     layerwise = make_plan(g, planner)
     if mode == "off":
+        if stream:
+            raise TinymemError("--stream-input needs a patch stage: use it with --patch auto or --patch RxC@K")
         choice = PatchChoice(layerwise, layerwise)
         _check_budget(choice.plan, sram, "layer by layer", hint=True)
         choice.seconds = time.perf_counter() - t0
         return choice
     an = Analysis(g)
+    lw_cand = Candidate(None, layerwise.macs, layerwise.peak_sram_bytes, layerwise.peak_sram_bytes)
     if isinstance(mode, Schedule):
+        mode = replace(mode, stream=bool(stream))
         plan = make_patch_plan(g, mode, planner, an=an)
-        lw_cand = Candidate(None, layerwise.macs, layerwise.peak_sram_bytes, layerwise.peak_sram_bytes)
         cand = Candidate(mode, plan.macs, plan.peak_sram_bytes, plan.peak_sram_bytes)
         choice = PatchChoice(plan, layerwise, 1, 1, pareto_front([lw_cand, cand], lambda c: c.peak))
-        _check_budget(plan, sram, f"schedule {mode.label}")
+        _check_budget(plan, sram, f"schedule {mode.label}" + (" with the input streamed" if mode.stream else ""))
         choice.seconds = time.perf_counter() - t0
         return choice
 
@@ -149,14 +163,18 @@ def search(g: Graph, mode: str | Schedule = "auto", sram: int | None = None,
     rest = [0] * (n + 1)
     for s in range(n - 1, -1, -1):
         rest[s] = max(rest[s + 1], steps[s])
-    cands = [Candidate(None, layerwise.macs, layerwise.peak_sram_bytes, layerwise.peak_sram_bytes)]
-    for sched in enumerate_schedules(an, max_grid):
-        sp = stage_plan(an, sched, exact=False)
-        if sp is None:
-            continue
-        bound = max(stage_estimate(g, sp, an=an), rest[sched.split_op + 1])
-        macs = layerwise.macs - sum(an.op_macs(s) for s in sp.stage.ops) + sum(sp.macs.values())
-        cands.append(Candidate(sched, macs, align_up(bound, 4)))
+
+    def candidates(streamed: bool) -> list[Candidate]:
+        out = [] if streamed else [lw_cand]  # layer by layer holds the input whole
+        for sched in enumerate_schedules(an, max_grid, streamed):
+            sp = stage_plan(an, sched, exact=False)
+            if sp is None:
+                continue
+            bound = max(stage_estimate(g, sp, an=an), rest[sched.split_op + 1])
+            macs = layerwise.macs - sum(an.op_macs(s) for s in sp.stage.ops) + sum(sp.macs.values())
+            out.append(Candidate(sched, macs, align_up(bound, 4)))
+        return out
+
     planned = 0
 
     def real(c: Candidate) -> int:
@@ -167,32 +185,35 @@ def search(g: Graph, mode: str | Schedule = "auto", sram: int | None = None,
         return c.peak
 
     lw_macs = layerwise.macs
-    if sram is not None:
-        # Fewest MACs that fit: walk by MACs, plan what the bound does not rule out.
-        best = None
-        tries = 0
-        for c in sorted(cands, key=lambda c: (c.macs, _patches(c), c.bound)):
-            if c.bound > sram:
-                continue
-            if real(c) <= sram:
-                best = c
-                break
-            tries += 1
-            if tries >= MAX_REAL_PLANS:
-                break
-        if best is None:
-            smallest = _smallest_peak(cands, real)
-            raise TinymemError(
-                f"no schedule fits {sram:,} B of SRAM: the smallest peak any schedule reaches is "
-                f"{smallest.peak:,} B ({'layer by layer' if smallest.schedule is None else smallest.schedule.label}, "
-                f"{(smallest.macs - lw_macs) / lw_macs:+.1%} MACs); layer by layer needs {layerwise.peak_sram_bytes:,} B")
-    else:
-        allowed = [c for c in cands if c.macs <= lw_macs * (1 + max_overhead)]
-        best = _smallest_peak(allowed, real)
-    front = [c for c in pareto_front(cands, lambda c: c.bound)]
+    modes = [True] if stream else [False] + ([True] if stream is None and sram is not None else [])
+    considered: list[Candidate] = []
+    best = None
+    for streamed in modes:
+        cands = candidates(streamed)
+        if stream and not cands:
+            why = next((st.stream_blocker for st in an.stages.values() if st.stream_blocker), None)
+            raise TinymemError("--stream-input: no patch stage can stream this model's input" + (f" ({why})" if why else ""))
+        considered += cands
+        if sram is not None:
+            best = _fewest_macs_that_fit(cands, sram, real)
+        else:
+            allowed = [c for c in cands if c.macs <= lw_macs * (1 + max_overhead)]
+            if not allowed:
+                raise TinymemError(f"no streamed schedule stays within {max_overhead:.0%} extra MACs; "
+                                   "raise --max-overhead")
+            best = _smallest_peak(allowed, real)
+        if best is not None:
+            break
+    if best is None:
+        smallest = _smallest_peak(considered, real)
+        raise TinymemError(
+            f"no schedule fits {sram:,} B of SRAM: the smallest peak any schedule reaches is "
+            f"{smallest.peak:,} B ({_describe(smallest)}, {(smallest.macs - lw_macs) / lw_macs:+.1%} MACs); "
+            f"layer by layer needs {layerwise.peak_sram_bytes:,} B")
+    front = [c for c in pareto_front(considered, lambda c: c.bound)]
     for c in front[:MAX_REAL_PLANS]:
         real(c)
-    front = pareto_front([c for c in cands if c.peak is not None], lambda c: c.peak)
+    front = pareto_front([c for c in considered if c.peak is not None], lambda c: c.peak)
     if best.schedule is None:
         plan = layerwise
     else:
@@ -200,7 +221,28 @@ def search(g: Graph, mode: str | Schedule = "auto", sram: int | None = None,
         if sram is not None and plan.peak_sram_bytes > sram:  # the full planner never does worse, but be sure
             plan = make_patch_plan(g, best.schedule, planner, an=an, quick=True)
         best.peak = min(best.peak, plan.peak_sram_bytes)
-    return PatchChoice(plan, layerwise, len(cands) - 1, planned, front, time.perf_counter() - t0)
+    return PatchChoice(plan, layerwise, len(considered) - (0 if stream else 1), planned, front,
+                       time.perf_counter() - t0)
+
+
+def _fewest_macs_that_fit(cands: list[Candidate], sram: int, real) -> Candidate | None:
+    """Walk by MACs, plan what the bound does not rule out; None if nothing within reach fits."""
+    tries = 0
+    for c in sorted(cands, key=lambda c: (c.macs, _patches(c), c.bound)):
+        if c.bound > sram:
+            continue
+        if real(c) <= sram:
+            return c
+        tries += 1
+        if tries >= MAX_REAL_PLANS:
+            break
+    return None
+
+
+def _describe(c: Candidate) -> str:
+    if c.schedule is None:
+        return "layer by layer"
+    return c.schedule.label + (" with the input streamed" if c.schedule.stream else "")
 
 
 def _smallest_peak(cands: list[Candidate], real) -> Candidate:

@@ -122,7 +122,8 @@ def plot_patch(choice, path: str | Path) -> Path:
     stage = sp.stage.split_op if sp is not None else -1
     if sp is not None:
         ax.axvspan(-0.5, stage + 0.5, color=PATCH, alpha=0.08)
-        ax.text(stage / 2, top / u * 1.02, f"patch stage: {sp.schedule.rows}x{sp.schedule.cols} patches",
+        ax.text(stage / 2, top / u * 1.02, f"patch stage: {sp.schedule.rows}x{sp.schedule.cols} patches"
+                + (", input streamed" if sp.streamed else ""),
                 ha="center", va="bottom", fontsize=8, color=PATCH)
     ax.bar(x, [layer.live_bytes / u for layer in lw.layers], color=BASE, width=0.8, alpha=0.6,
            label="layer by layer: live bytes")
@@ -143,17 +144,19 @@ def plot_patch(choice, path: str | Path) -> Path:
     if pts:
         front.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=OURS, ms=4, lw=1)
         for mx, pk, c in pts:
-            front.annotate("layer-wise" if c.schedule is None else c.schedule.label, (mx, pk), fontsize=6,
+            label = "layer-wise" if c.schedule is None else c.schedule.label + (" s" if c.schedule.stream else "")
+            front.annotate(label, (mx, pk), fontsize=6,
                            xytext=(3, 3), textcoords="offset points")
     chosen = (plan.macs / 1e6, plan.peak_sram_bytes / u)
     front.plot(*chosen, "*", color=PATCH, ms=14, label="chosen")
     front.set_xlabel("MMACs")
     front.set_ylabel(f"peak SRAM ({unit})")
-    front.set_title("Pareto front", fontsize=9)
+    front.set_title("Pareto front" + (" (s: input streamed)" if any(
+        c.schedule is not None and c.schedule.stream for _, _, c in pts) else ""), fontsize=9)
     front.legend(fontsize=8)
     front.grid(alpha=0.3)
     s = choice.schedule
-    fig.suptitle(f"{plan.graph.name}: " + (f"patch {s.label}: {plan.peak_sram_bytes:,} B vs {lw.peak_sram_bytes:,} B "
+    fig.suptitle(f"{plan.graph.name}: " + (f"patch {s.label}{' (input streamed)' if s.stream else ''}: {plan.peak_sram_bytes:,} B vs {lw.peak_sram_bytes:,} B "
                                             f"layer by layer ({lw.peak_sram_bytes / plan.peak_sram_bytes:.2f}x), "
                                             f"{(plan.macs - lw.macs) / lw.macs:+.1%} MACs" if s else
                                             f"layer by layer ({lw.peak_sram_bytes:,} B)"))
