@@ -4,9 +4,10 @@
 
 Traces: the synthetic MCU workloads of tinymem/alloc/synth.py (seed 1) and the trace recorded
 from the board runtime. tm_alloc is configured by alloc-config's search from the trace itself
-(its defaults: pools for requests up to 256 B, at most 2% of them spilling, no canaries, no
-headroom) -- what `tinymem alloc-replay --trace T` does -- and, in the "seed 2" rows,
-configured on seed 1 with 10% headroom and replayed on seed 2 (a profile that is not the run).
+(its defaults: pools for requests up to 256 B or fewer, kept within 5% of a first-fit malloc's
+heap, at most 2% of their requests missing them, no canaries, no headroom) -- what
+`tinymem alloc-replay --trace T` does -- and, in the "seed 2" rows, configured on seed 1 with
+10% headroom and replayed on seed 2 (a profile that is not the run).
 Board: mps2_an386 (Cortex-M4) in QEMU, instruction counts (-icount shift 6, exact), newlib 3.3
 nano. Host: this machine, ns per op (mean of whole-trace passes; worst over single calls, noisy).
 """
@@ -35,10 +36,11 @@ BOARD = "mps2_an386"
 
 def configure(trace, headroom=0.0):
     cfg, measured = choose_config(trace)
-    return with_headroom(cfg, measured, headroom, None)
+    return with_headroom(cfg, measured, headroom, None), measured["small_max"]
 
 
-def measure(name, trace, cfg, board, tmp) -> dict:
+def measure(name, trace, configured, board, tmp) -> dict:
+    cfg, small_max = configured
     b = replay_board(trace, cfg, board, "newlib", Path(tmp) / name)
     h = replay_host(trace, cfg, "glibc")
     return {
@@ -50,7 +52,7 @@ def measure(name, trace, cfg, board, tmp) -> dict:
         "newlib_worst_instr": b["baseline"]["worst_instructions_per_op"],
         "tm_ns": h["allocator"]["ns_per_op"], "glibc_ns": h["baseline"]["ns_per_op"],
         "tm_p999_ns": h["allocator"]["p999_ns_per_op"], "glibc_p999_ns": h["baseline"]["p999_ns_per_op"],
-        "classes": len(cfg.classes), "spills": b["allocator"]["stats"]["pool_spills"],
+        "classes": len(cfg.classes), "small_max": small_max, "spills": b["allocator"]["stats"]["pool_spills"],
         "failed": b["allocator"]["failed_allocs"] + b["baseline"]["failed_allocs"],
     }
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tinymem.alloc import native, synth
+from tinymem.alloc import C_SOURCES, native, synth
 from tinymem.alloc.config import (AllocConfig, choose_config, load_config, parse_size, render_header, with_headroom,
                                   worst_case)
 from tinymem.cli import main
@@ -81,8 +81,8 @@ def test_header_round_trips_and_builds_with_tm_alloc(sensor, tmp_path):
                       's.pool_bytes);\n    tm_free(p);\n    tm_free(q);\n    return tm_heap_check(tm_alloc_default_heap());\n}\n')
     exe = tmp_path / "main"
     subprocess.run(["gcc", *WARN_FLAGS, "-O2", "-I", str(tmp_path), "-I", str(ROOT / "firmware" / "runtime"),
-                    str(main_c), str(ROOT / "firmware" / "runtime" / "tm_alloc.c"),
-                    str(ROOT / "firmware" / "runtime" / "tm_alloc_check.c"), "-o", str(exe)], check=True)
+                    str(main_c), *(str(ROOT / "firmware" / "runtime" / n) for n in C_SOURCES), "-o", str(exe)],
+                   check=True)
     heap, meta, pools = map(int, subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split())
     assert (meta, pools) == (cfg.meta_bytes(), cfg.pool_bytes) and heap + meta <= 16384
 

@@ -4,12 +4,14 @@
  * All metadata lives out of band, in a region of its own (as in SJMalloc): the heap holds user
  * bytes only, so an overflow or a use-after-free write in the application cannot corrupt the
  * allocator. Small requests come from segregated size-class pools found with count-leading-zeros
- * on bitmaps (O(1)); larger ones from a first-fit granule bitmap (bounded by the heap size).
+ * on bitmaps (O(1)); larger ones from an address-ordered first-fit region described by bitmaps
+ * of its runs, searched through hole-size bins (bounded by the holes of the request's size bin).
  * Double frees, frees of pointers it never returned and (with canaries) overflows past a
  * block's end are reported to a handler; tm_heap_check() verifies every invariant.
  *
  * Two APIs: tm_heap_*() on a heap you place yourself (tests, the replay tool), and the drop-in
- * tm_malloc() family on the default heap sized by tinymem_alloc_config.h. */
+ * tm_malloc() family on the default heap sized by tinymem_alloc_config.h. Every call holds
+ * TM_ALLOC_LOCK() (none by default; see tm_alloc_impl.h for a mutex or an interrupt mask). */
 #ifndef TM_ALLOC_H
 #define TM_ALLOC_H
 

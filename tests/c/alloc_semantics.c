@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "alloc_test.h"
+#include "tm_alloc_impl.h" /* white box: which metadata words are hints (the bit-flip test) */
 
 #define HEAP 16384u
 static uint8_t heap[HEAP] __attribute__((aligned(64)));
@@ -251,14 +252,22 @@ static void test_metadata_out_of_band(void)
     }
     CHECK(tm_heap_check(h) == TM_ALLOC_OK);
     /* The checker catches real metadata damage (something an overflow cannot cause here). */
-    /* Any flipped bit in the structure (header offsets, pool records, size table, bitmaps) is
+    /* Any flipped bit in the structure (header, pool records, size table, page map, bitmaps) is
      * noticed, and no flip anywhere past the two pointers crashes the checker. Not noticeable by
-     * design: the guard switch, a lower hint, a higher high-water or peak, the failure count. */
+     * design: a higher high-water or peak, the failure and spill counts, and the large region's
+     * hole bins (hints: a set bit only says a hole may start in a word, and a search clears it). */
     const size_t n = tm_alloc_meta_bytes(&(tm_alloc_config_t){classes, 4, 16, 1}, HEAP) / 4u;
+    const size_t hints[] = {offsetof(tm_heap_t, high_water), offsetof(tm_heap_t, peak_in_use),
+                            offsetof(tm_heap_t, failed), offsetof(tm_heap_t, large_peak),
+                            offsetof(tm_heap_t, large_max), offsetof(tm_heap_t, spills)};
+    const size_t bins_from = (size_t)(bin_rows(h, 0) - (uint32_t *)(void *)meta);
     uint32_t *w = (uint32_t *)(void *)meta;
-    for (size_t k = 4; k < n; ++k) {
-        const int unchecked = k == 7 || k == 11 || k == 12 || k == 14 || k == 22 || k == 23 || k == 25 || k == 26 || k == 27 ||
-            (k >= 30 && k < 46); /* canary, hint, high_water, max_hole, peak, failed, large peak, large max, spills, bins */
+    CHECK(bins_from > 0 && bins_from < n);
+    for (size_t k = offsetof(tm_heap_t, magic) / 4u; k < n; ++k) {
+        int unchecked = k >= bins_from;
+        for (size_t i = 0; i < sizeof hints / sizeof hints[0]; ++i) {
+            unchecked |= k == hints[i] / 4u;
+        }
         for (int bit = 0; bit < 32; ++bit) {
             w[k] ^= 1u << bit;
             const int found = tm_heap_check(h);
@@ -271,6 +280,73 @@ static void test_metadata_out_of_band(void)
     }
     CHECK(tm_heap_check(h) == TM_ALLOC_OK);
 }
+
+#if UINTPTR_MAX > 0xFFFFFFFFu
+/* Runs of 2^16 granules and more: past their 16-bit recorded length, found by a scan (a 64-bit
+ * host only: the heap is larger than the emulated board's RAM). */
+static void test_long_runs(void)
+{
+    enum { BIG = 600000, N = BIG + 4096 };
+    static uint8_t big_heap[N] __attribute__((aligned(64)));
+    static uint64_t big_meta[4096];
+    const tm_alloc_config_t cfg = {NULL, 0, 8, 0};
+    tm_heap_t *h = tm_heap_init(&cfg, big_heap, N, big_meta, sizeof big_meta);
+    CHECK(h != NULL);
+    tm_heap_set_handler(h, record_error);
+    take_error();
+    uint8_t *a = tm_heap_malloc(h, BIG), *b = tm_heap_malloc(h, 100);
+    CHECK(a == big_heap && b == big_heap + BIG && tm_heap_usable_size(h, a) == BIG);
+    OK(h);
+    tm_heap_free(h, a); /* a hole of 75,000 granules */
+    OK(h);
+    uint8_t *c = tm_heap_malloc(h, 16), *d = tm_heap_malloc(h, 300000);
+    CHECK(c == big_heap && d == big_heap + 16 && tm_heap_usable_size(h, d) == 300000);
+    OK(h);
+    CHECK(tm_heap_realloc(h, c, 200000) == big_heap + 300016); /* d blocks it: moved, into the hole */
+    tm_heap_free(h, d);
+    tm_heap_free(h, b);
+    OK(h);
+    tm_alloc_stats_t st;
+    tm_heap_stats(h, &st);
+    CHECK(st.live_blocks == 1 && st.in_use_bytes == 200000 && take_error() == 0);
+}
+#endif
+
+#if defined(TM_ALLOC_LOCK_IRQ) && TM_ALLOC_LOCK_IRQ
+/* The bare-metal lock masks interrupts for each call and restores the caller's mask after it;
+ * the error handler runs inside the critical section. */
+static uint32_t primask(void)
+{
+    uint32_t m;
+    __asm__ volatile("mrs %0, primask" : "=r"(m));
+    return m;
+}
+
+static uint32_t handler_primask;
+static void masked_handler(int error, const void *ptr)
+{
+    handler_primask = primask();
+    record_error(error, ptr);
+}
+
+static void test_irq_lock(void)
+{
+    tm_heap_t *h = fresh(1);
+    tm_heap_set_handler(h, masked_handler);
+    CHECK(primask() == 0);
+    void *p = tm_heap_malloc(h, 40), *q = tm_heap_malloc(h, 900);
+    CHECK(p && q && primask() == 0); /* interrupts on again after each call */
+    __asm__ volatile("cpsid i" ::: "memory");
+    tm_heap_free(h, q);
+    CHECK(primask() == 1); /* a caller's own critical section stays closed */
+    __asm__ volatile("cpsie i" ::: "memory");
+    tm_heap_free(h, p);
+    tm_heap_free(h, p);
+    CHECK(take_error() == TM_ALLOC_ERR_DOUBLE_FREE && handler_primask == 1 && primask() == 0);
+    OK(h);
+    printf("irq lock ok\n");
+}
+#endif
 
 static void test_default_heap(void)
 {
@@ -299,6 +375,12 @@ int main(int argc, char **argv)
     test_memalign();
     test_bad_frees();
     test_metadata_out_of_band();
+#if UINTPTR_MAX > 0xFFFFFFFFu
+    test_long_runs();
+#endif
+#if defined(TM_ALLOC_LOCK_IRQ) && TM_ALLOC_LOCK_IRQ
+    test_irq_lock();
+#endif
     test_default_heap();
     if (failures) {
         fprintf(stderr, "%d check(s) failed\n", failures);

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from ..errors import TinymemError
+from . import FILES
 
-RUNTIME_SOURCES = ("protocol.c", "protocol.h", "tm_alloc.c", "tm_alloc_check.c", "tm_alloc.h", "tm_alloc_impl.h",
-                   "tm_alloc_default_config.h")
+RUNTIME_SOURCES = ("protocol.c", "protocol.h", *FILES)
 BOARD_SOURCES = ("tm_board.h", "startup.c", "cycles.c")
 
 
@@ -60,9 +60,9 @@ def emulator(machine: str, elf: Path, icount_shift: int = 0):
 
 
 def run_c_test(test: Path, args: list[str], board, out_dir: Path, heap_max: int = 65536,
-               timeout: float = 120.0) -> tuple[int, str]:
-    """Build a hosted C test (its main(argc, argv), printf) for the board, run it in QEMU:
-    (exit status, what it printed)."""
+               timeout: float = 120.0, alloc_header: str | None = None) -> tuple[int, str]:
+    """Build a hosted C test (its main(argc, argv), printf) for the board, with alloc_header as its
+    tinymem_alloc_config.h if given, run it in QEMU: (exit status, what it printed)."""
     from codegen.render import environment
 
     from ..build.platformio import build
@@ -72,7 +72,7 @@ def run_c_test(test: Path, args: list[str], board, out_dir: Path, heap_max: int 
     test = Path(test)
     main_c = environment().get_template("alloc/c_test_board.c.j2").render(
         board=board, test=test.name, body=test.stem + ".inc", args=[str(a) for a in args], heap_max=heap_max)
-    project = render(board, out_dir, main_c, sorted(test.parent.glob("*.h")))
+    project = render(board, out_dir, main_c, sorted(test.parent.glob("*.h")), alloc_header)
     shutil.copyfile(test, project.dir / "src" / (test.stem + ".inc"))  # included by main.c, not built alone
     built = build(project)
     out = bytearray()

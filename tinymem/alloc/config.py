@@ -1,12 +1,14 @@
-"""tm_alloc configs: their byte layout (mirroring tm_alloc.c), the search that picks size classes
-and pool sizes for a trace, the worst-case bound, and the generated tinymem_alloc_config.h.
+"""tm_alloc configs: their byte layout (mirroring tm_alloc_impl.h), the search that picks size
+classes and pool sizes for a trace, the worst-case bound, and the generated tinymem_alloc_config.h.
 
 The search minimises what the allocator must own to serve the trace (pools + the large
 region's high-water mark + metadata), replaying each candidate in C (native.search), starting
-from one class per request size with pools as deep as that size's peak, then greedily dropping
-classes and thinning pools while the peak falls. A thinned pool overflows into the next larger
-class with a free slot, then into the large region, so a candidate never fails a request the
-large region can take.
+from one class per request size with pools as deep as that size's peak, then descending
+(classes folded or dropped, pools thinned) while the peak falls. A thinned pool overflows into
+the next larger class with a free slot, then into the large region, so a candidate never fails a
+request the large region can take. Pools buy the O(1) path with reserved slots, so the search
+also picks how far they reach: the largest limit whose heap stays within a budget of a
+conventional first-fit malloc's (choose_config).
 """
 from __future__ import annotations
 
@@ -17,11 +19,13 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import TinymemError
 from .trace import FREE, MEMALIGN, REALLOC, Trace
 
-# Mirrors of tm_alloc.c/.h (tests check them against the C).
-HEADER_BYTES, POOL_RECORD_BYTES, MAX_PAGES = 184, 16, 64
+# Mirrors of tm_alloc_impl.h (tests check them against the C).
+HEADER_BYTES, POOL_RECORD_BYTES, MAX_PAGES = 104, 16, 64
 MAX_CLASSES, MAX_SLOTS, MAX_CLASS_SIZE = 32, 1024, 4096
 GRANULES = (8, 16, 32)
 MARKER = "tinymem-alloc-config:"
@@ -29,6 +33,14 @@ MARKER = "tinymem-alloc-config:"
 
 def _words(bits: int) -> int:
     return (bits + 31) // 32
+
+
+def large_words(granules: int) -> int:
+    """Metadata words of a large region of that many granules (large_words() in tm_alloc_impl.h):
+    its start and used bitmaps, the summary of start, per 32 words a row summary and the hole bins,
+    and a 16-bit run length per word."""
+    w = _words(granules)
+    return 2 * w + _words(w) * (2 + granules.bit_length()) + (w + 1) // 2
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,7 @@ class AllocConfig:
 
     def meta_bytes(self, large_granules: int | None = None) -> int:
         """tm_alloc_meta_bytes(): header + pool records, size table, page map, pool bitmaps, the large
-        region's two bitmaps and their two word summaries."""
+        region's bitmaps (large_words)."""
         g = self.large_granules if large_granules is None else large_granules
         small_max = self.classes[-1][0] if self.classes else 0
         page_shift = 3
@@ -67,7 +79,7 @@ class AllocConfig:
         pages = ((self.pool_bytes - 1) >> page_shift) + 1 if self.pool_bytes else 0
         at = (HEADER_BYTES + POOL_RECORD_BYTES * (len(self.classes) + 1) + ((small_max // 8 + 3) & ~3) + ((pages + 3) & ~3)) // 4
         at += sum(1 + _words(n) for _s, n in self.classes)
-        return 4 * (at + 2 * _words(g) + 2 * _words(_words(g)))
+        return 4 * (at + large_words(g))
 
     @property
     def total_bytes(self) -> int:
@@ -150,25 +162,74 @@ def _class_of(sizes: list[int], need: int) -> int:
     return k if k < len(sizes) else -1
 
 
-def class_peaks(trace: Trace, sizes: list[int], guard: int) -> list[int]:
-    """Per class, the most blocks of it live at once, if every block stayed in its own class."""
-    live: dict[int, int] = {}
-    count, peak = [0] * len(sizes), [0] * len(sizes)
-    for op, slot, size, align in trace.ops:
-        old = live.pop(slot, -1)
+def _segments(trace: Trace, guard: int) -> tuple:
+    """The trace as block segments, computed once per trace: each allocation (or realloc) begins one
+    that ends at the next op on its slot. Arrays of: need (guard included; -1 for memalign past 8),
+    sort keys of its start and end (at one op, the old block leaves before the new one comes), and
+    for a realloc the segment it continues (else -1)."""
+    cached = _segments.cache  # (trace, its length, guard, arrays): the search asks for one trace many times
+    if cached and cached[0] is trace and cached[1:3] == (len(trace), guard):
+        return cached[3]
+    need, start, end, prev = [], [], [], []
+    open_at: dict[int, int] = {}
+    for i, (op, slot, size, align) in enumerate(trace.ops):
+        old = open_at.pop(slot, -1)
         if old >= 0:
-            count[old] -= 1
+            end[old] = 2 * i
         if op == FREE or (op == REALLOC and size == 0):
             continue
-        need = max(size, 1) + guard
-        if op == REALLOC and old >= 0 and need <= sizes[old]:
-            k = old  # tm_alloc keeps a block that still fits its slot
-        else:
-            k = -1 if op == MEMALIGN and align > 8 else _class_of(sizes, need)
-        live[slot] = k
-        if k >= 0:
-            count[k] += 1
-            peak[k] = max(peak[k], count[k])
+        open_at[slot] = len(need)
+        need.append(-1 if op == MEMALIGN and align > 8 else max(size, 1) + guard)
+        start.append(2 * i + 1)
+        end.append(2 * len(trace.ops))
+        prev.append(old if op == REALLOC else -1)
+    arrays = tuple(np.array(a, dtype=np.int64) for a in (need, start, end, prev))
+    _segments.cache = (trace, len(trace), guard, arrays)
+    return arrays
+
+
+_segments.cache = None
+
+
+def class_peaks(trace: Trace, sizes: list[int], guard: int) -> list[int]:
+    """Per class, the most blocks of it live at once, if every block stayed in its own class (a
+    realloc that still fits its slot stays there, as in tm_alloc)."""
+    if not sizes:
+        return []
+    need, start, end, prev = _segments(trace, guard)
+    table = np.array(sizes, dtype=np.int64)
+    k = np.searchsorted(table, need)
+    k[(need < 0) | (k == len(sizes))] = -1
+    for i in np.flatnonzero(prev >= 0):  # few: each depends on the class its block had
+        p = k[prev[i]]
+        if p >= 0 and need[i] >= 0 and need[i] <= sizes[p]:
+            k[i] = p
+    live = k >= 0
+    cls = np.concatenate([k[live], k[live]])
+    when = np.concatenate([start[live], end[live]])
+    step = np.concatenate([np.ones(live.sum(), np.int64), -np.ones(live.sum(), np.int64)])
+    order = np.lexsort((when, cls))
+    cls, step = cls[order], step[order]
+    running = np.cumsum(step)
+    first = np.searchsorted(cls, np.arange(len(sizes)))  # each class's events, in time order
+    base = np.where(first > 0, running[np.maximum(first - 1, 0)], 0)
+    last = np.searchsorted(cls, np.arange(len(sizes)), side="right")
+    peaks = [int((running[a:b] - base[c]).max()) if b > a else 0 for c, (a, b) in enumerate(zip(first, last))]
+    return peaks
+
+
+def align_slack(trace: Trace, granule: int) -> int:
+    """Bytes a memalign-heavy trace may need beyond what one placement of the heap measured: where
+    the heap lands decides each over-aligned block's gap, by up to align - granule bytes, so room
+    for that many per such block live at once (the heap is only granule-aligned on a board)."""
+    live: dict[int, int] = {}
+    now = peak = 0
+    for op, slot, _size, align in trace.ops:
+        now -= live.pop(slot, 0)
+        if op == MEMALIGN and align > granule:
+            live[slot] = align - granule
+            now += align - granule
+            peak = max(peak, now)
     return peak
 
 
@@ -194,74 +255,138 @@ def _candidate(sizes: list[int], counts: list[int], granule: int, canaries: bool
     return AllocConfig(classes, granule, canaries, -(-pools // granule) * granule + room)
 
 
-def choose_config(trace: Trace, canaries: bool = False, granule: int | None = None, small_max: int = 256,
-                  max_spill: float = 0.01, rounds: int = 40) -> tuple[AllocConfig, dict]:
-    """The config that serves the trace with the fewest owned bytes (before headroom) such that
-    requests up to small_max bytes take the O(1) pool path: at most max_spill of them may find
-    every fitting pool full and go to the large region. Returns it and what the search measured:
-    {'owned', 'large_peak', 'large_max', 'high_water_granules', 'small_requests', 'spills', 'evaluated'}."""
+def _coarse_moves(trace: Trace, best: AllocConfig, guard: int, room: int) -> list[AllocConfig]:
+    """Big steps: a class folded into the next larger one (with the slots the merged class needs at
+    its peak), or a pool cut by a tenth, a quarter or a half."""
+    sizes, counts = [s for s, _ in best.classes], [n for _, n in best.classes]
+    moves = []
+    for k, n in enumerate(counts):
+        if k + 1 < len(sizes):
+            rest = sizes[:k] + sizes[k + 1:]
+            moves.append((rest, class_peaks(trace, rest, guard)))
+        for f in (0.5, 0.75, 0.9):
+            if max(1, int(n * f)) != n:
+                moves.append((sizes, counts[:k] + [max(1, int(n * f))] + counts[k + 1:]))
+    return _distinct(moves, best, room)
+
+
+def _fine_moves(trace: Trace, best: AllocConfig, guard: int, room: int) -> list[AllocConfig]:
+    """Small steps: a pool one or two slots thinner, a class dropped (its requests go to the next
+    larger class with a free slot, or to the large region), or folded into the next with its slots."""
+    sizes, counts = [s for s, _ in best.classes], [n for _, n in best.classes]
+    moves = []
+    for k, n in enumerate(counts):
+        moves += [(sizes, counts[:k] + [n - d] + counts[k + 1:]) for d in (1, 2) if d < n]
+        rest_s, rest_c = sizes[:k] + sizes[k + 1:], counts[:k] + counts[k + 1:]
+        moves.append((rest_s, rest_c))
+        if k + 1 < len(sizes):
+            moves.append((rest_s, rest_c[:k] + [rest_c[k] + n] + rest_c[k + 1:]))
+    return _distinct(moves, best, room)
+
+
+def _distinct(moves: list, best: AllocConfig, room: int) -> list[AllocConfig]:
+    out = (_candidate(sizes, counts, best.granule, best.canaries, room) for sizes, counts in moves)
+    return [m for m in dict.fromkeys(out) if m != best]
+
+
+def _pool_search(trace: Trace, small_max: int, guard: int, canaries: bool, granule: int | None, max_spill: float,
+                 room: int, evaluations: int) -> tuple[AllocConfig, tuple, dict] | None:
+    """The fewest owned bytes with pools for requests up to small_max, of which at most max_spill
+    may miss the pool path (every fitting pool full, or no class kept for them): steepest descent
+    from one class per request size (with as many slots as its peak), in big steps and then in
+    small ones, then the best granule. None if no config serves the trace."""
     from .native import search
 
-    guard = 4 if canaries else 0
-    profile = trace.profile()
-    room = min(1 << 30, max(64 * 1024, 4 * profile.peak_live_bytes + 2 * profile.largest_request + 4096))
-    room = -(-room // 64) * 64
-    budget = max(40, int(1.5e7 // max(1, len(trace))))  # evaluations the trace's length allows
+    needs = sorted(max(size, 1) + guard for op, _s, size, align in trace.ops
+                   if op != FREE and not (op == REALLOC and size == 0) and not (op == MEMALIGN and align > 8))
     sizes = _small_sizes(trace, guard, small_max)
+    small_requests = bisect.bisect_right(needs, sizes[-1]) if sizes else 0
 
-    small_requests = sum(1 for op, _s, size, align in trace.ops if op != FREE and not (op == REALLOC and size == 0)
-                         and max(size, 1) + guard <= (sizes[-1] if sizes else 0) and not (op == MEMALIGN and align > 8))
+    def missed(r, cfg: AllocConfig) -> int:  # spilled, or above the largest class kept
+        return r[5] + small_requests - bisect.bisect_right(needs, cfg.classes[-1][0] if cfg.classes else 0)
 
-    def fits(r) -> bool:
-        return r is not None and r[1] == 0 and r[5] <= max_spill * small_requests
+    def fits(r, cfg: AllocConfig) -> bool:
+        return r is not None and r[1] == 0 and missed(r, cfg) <= max_spill * small_requests
 
     best = _candidate(sizes, class_peaks(trace, sizes, guard), granule or 16, canaries, room)
     (result,) = search(trace, [best])
     evaluated = 1
-    if not fits(result):
-        raise TinymemError(f"{trace.source}: no tm_alloc config serves this trace "
-                           f"(peak live {profile.peak_live_bytes:,} B, largest request {profile.largest_request:,} B)")
-    for _ in range(rounds):
-        cur_sizes = [s for s, _ in best.classes]
-        cur_counts = [n for _, n in best.classes]
-        moves = []
-        for k in range(len(cur_sizes)):
-            if k < len(cur_sizes) - 1:  # fold class k into the next (the largest stays: it covers small_max)
-                rest = cur_sizes[:k] + cur_sizes[k + 1:]
-                moves.append(_candidate(rest, class_peaks(trace, rest, guard), best.granule, canaries, room))
-            for f in (0.5, 0.75, 0.9):
-                thinner = cur_counts[:k] + [max(1, int(cur_counts[k] * f))] + cur_counts[k + 1:]
-                if thinner[k] != cur_counts[k]:
-                    moves.append(_candidate(cur_sizes, thinner, best.granule, canaries, room))
-        moves = list(dict.fromkeys(m for m in moves if m != best))
-        if not moves or evaluated + len(moves) > budget:
-            break
-        found = search(trace, moves)
-        evaluated += len(moves)
-        scored = [(r[0], k, r) for k, r in enumerate(found) if fits(r)]
-        if not scored or min(scored)[0] >= result[0]:
-            break
-        _, k, result = min(scored)
-        best = moves[k]
+    if not fits(result, best):
+        return None
+    for step in (_coarse_moves, _fine_moves):  # descend in big steps, then in small ones
+        while True:
+            moves = step(trace, best, guard, room)
+            if not moves or evaluated + len(moves) > evaluations:
+                break
+            found = search(trace, moves)
+            evaluated += len(moves)
+            scored = [(r[0], k) for k, r in enumerate(found) if fits(r, moves[k])]
+            if not scored or min(scored)[0] >= result[0]:
+                break
+            k = min(scored)[1]
+            best, result = moves[k], found[k]
     if granule is None:  # the granule that suits these classes best
         others = [replace(best, granule=g, heap_bytes=-(-best.pool_bytes // g) * g + room) for g in GRANULES
                   if g != best.granule]
         for cand, r in zip(others, search(trace, others)):
             evaluated += 1
-            if fits(r) and r[0] < result[0]:
+            if fits(r, cand) and r[0] < result[0]:
                 best, result = cand, r
-    owned, _failed, large_peak, large_max, high_water, spills = result
+    return best, result, {"small_requests": small_requests, "spills": missed(result, best), "evaluated": evaluated}
+
+
+def choose_config(trace: Trace, canaries: bool = False, granule: int | None = None, small_max: int = 256,
+                  max_spill: float = 0.02, pool_budget: float = 0.05,
+                  reference: int | None = None) -> tuple[AllocConfig, dict]:
+    """The config that serves the trace with the fewest owned bytes (before headroom), pools making
+    the common path O(1) where they are affordable. Pools reserve their slots, so they cost bytes
+    where a trace's small requests are spread thin: the search tries pools for requests up to
+    small_max, then half that, down to none, and keeps the first whose heap is within pool_budget
+    of `reference` -- the heap a first-fit malloc with in-band headers needs for the trace
+    (newlib-nano's policy, modelled in C: what the firmware would use without tm_alloc) -- or else
+    the fewest bytes. Of the requests the pools are for, at most max_spill may miss them (every
+    fitting pool full, or no class kept for them) and take the large region.
+    Returns the config and what the search measured: {'owned', 'large_peak', 'large_max',
+    'high_water_granules', 'small_max', 'small_requests', 'spills', 'evaluated', 'reference'}."""
+    from . import native
+
+    guard = 4 if canaries else 0
+    profile = trace.profile()
+    room = min(1 << 30, max(64 * 1024, 4 * profile.peak_live_bytes + 2 * profile.largest_request + 4096))
+    room = -(-room // 64) * 64
+    evaluations = max(60, int(2e7 // max(1, len(trace))))  # replays the trace's length allows, per pool size
+    if reference is None:
+        reference = native.replay(trace, "newlib", repeat=0)["peak_heap_bytes"]
+    limits = [small_max >> k for k in range(small_max.bit_length()) if small_max >> k >= 16] + [0]
+    chosen, evaluated = None, 0
+    for limit in limits:
+        found = _pool_search(trace, limit, guard, canaries, granule, max_spill, room, evaluations)
+        if found is None:
+            continue
+        evaluated += found[2]["evaluated"]
+        if chosen is None or found[1][0] < chosen[1][0]:
+            chosen = found + (limit,)
+        if found[1][0] <= (1 + pool_budget) * reference:
+            chosen = found + (limit,)
+            break
+    if chosen is None:
+        raise TinymemError(f"{trace.source}: no tm_alloc config serves this trace "
+                           f"(peak live {profile.peak_live_bytes:,} B, largest request {profile.largest_request:,} B)")
+    best, result, info, limit = chosen
+    owned, _failed, large_peak, large_max, high_water, _spills = result
     return best, {"owned": owned, "large_peak": large_peak, "large_max": large_max,
-                  "high_water_granules": high_water // best.granule, "small_requests": small_requests,
-                  "spills": spills, "evaluated": evaluated}
+                  "high_water_granules": high_water // best.granule, "small_max": limit, **info,
+                  "evaluated": evaluated, "reference": reference,
+                  "align_slack_granules": -(-align_slack(trace, best.granule) // best.granule)}
 
 
 def with_headroom(cfg: AllocConfig, measured: dict, headroom: float, budget: int | None) -> AllocConfig:
-    """Pools and the large region grown by `headroom`; then, with a budget (heap + metadata), the
-    large region takes whatever the budget leaves."""
+    """Pools and the large region grown by `headroom` (and by the memalign gaps another placement of
+    the heap may need); then, with a budget (heap + metadata), the large region takes whatever the
+    budget leaves."""
     classes = tuple((s, min(MAX_SLOTS, math.ceil(n * (1 + headroom)))) for s, n in cfg.classes)
     grown = replace(cfg, classes=classes, heap_bytes=0)
-    large = math.ceil(measured["high_water_granules"] * (1 + headroom))
+    large = math.ceil(measured["high_water_granules"] * (1 + headroom)) + measured.get("align_slack_granules", 0)
     grown = replace(grown, heap_bytes=grown.large_off + large * cfg.granule if large else grown.pool_bytes)
     if budget is None:
         return grown.validate()

@@ -12,14 +12,15 @@ from pathlib import Path
 
 from ..errors import TinymemError
 from ..sim.host import WARN_FLAGS, host_cc
+from . import C_SOURCES
+from . import HEADERS as ALLOC_HEADERS
 from .trace import Trace
 
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
-SOURCES = [FIRMWARE / "runtime" / "tm_alloc.c", FIRMWARE / "runtime" / "tm_alloc_check.c",
-           FIRMWARE / "alloc" / "tm_replay.c", FIRMWARE / "alloc" / "nano_model.c"]
-HEADERS = [FIRMWARE / "runtime" / "tm_alloc.h", FIRMWARE / "runtime" / "tm_alloc_impl.h",
-           FIRMWARE / "runtime" / "tm_alloc_default_config.h",
-           FIRMWARE / "alloc" / "tm_replay.h", FIRMWARE / "alloc" / "nano_model.h"]
+SOURCES = [FIRMWARE / "runtime" / n for n in C_SOURCES] + [FIRMWARE / "alloc" / "tm_replay.c",
+                                                           FIRMWARE / "alloc" / "nano_model.c"]
+HEADERS = [FIRMWARE / "runtime" / n for n in ALLOC_HEADERS] + [FIRMWARE / "alloc" / "tm_replay.h",
+                                                               FIRMWARE / "alloc" / "nano_model.h"]
 FLAGS = WARN_FLAGS + ["-O2"]
 
 
