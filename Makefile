@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.tinymem-installed
 JOBS   ?= 2
 
-.PHONY: setup deps demo test bench zoo clean
+.PHONY: setup deps demo test bench zoo transfer clean
 
 setup: $(STAMP)
 
@@ -36,12 +36,19 @@ bench: setup
 	$(PY) benchmarks/bench_patch.py
 	$(PY) benchmarks/bench_alloc.py
 	$(PY) benchmarks/bench_lsm.py
+	$(PY) benchmarks/bench_kernels.py
 	$(PY) benchmarks/bench_train.py
 
 # Rebuild the model zoo (needs TensorFlow: the `zoo` extra). The .tflite files are committed.
 zoo: setup
 	$(PY) -m pip install -q -e '.[zoo]'
 	$(PY) examples/make_zoo.py
+
+# On-device transfer learning on the bundled task (models/transfer_digits*): choose the sparse
+# update under 256 KiB, fine-tune on the emulated Cortex-M4, compare with float fine-tuning.
+# The model and data are rebuilt with TensorFlow by examples/make_transfer.py (the `zoo` extra).
+transfer: setup
+	$(PY) -m tinymem.train.transfer
 
 clean:
 	rm -rf build out .pytest_cache

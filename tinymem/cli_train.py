@@ -203,3 +203,84 @@ def train_plan(model: str, data: str | None, eval_data: str | None, sram: str | 
         if path:
             console.print(f"{what} written to {path}")
 
+
+
+# ---------------------------------------------------------------------------------------------
+# `tinymem train`: run the training firmware on the host or a board (tinymem/train/run.py)
+
+
+def memory_line(mem: dict) -> str:
+    plan = (f"plan: train peak SRAM {mem['train_peak_sram_bytes']:,} B (arena {mem['arena_bytes']:,} B + "
+            f"static parameters {mem['static_bytes']:,} B + I/O {mem['io_bytes']:,} B)")
+    if "peak_sram_measured_bytes" not in mem:
+        return plan + "; measured RAM: run on a board (--board) to measure it"
+    verdict = "within" if mem["within_plan_bound"] else "[red]outside[/red]"
+    return (plan + f"\nmeasured peak SRAM {mem['peak_sram_measured_bytes']:,} B = {mem['ram_static_bytes']:,} B "
+            f".data+.bss (linked ELF) + {mem['stack_high_water_bytes']:,} B stack high water (painted); "
+            f"{verdict} the plan's bound {mem['train_peak_sram_bytes'] + mem['runtime_budget_bytes']:,} B "
+            f"(plan + runtime and minimum stack); board RAM limit {mem['ram_limit_bytes']:,} B")
+
+
+def epochs_table(result, title: str) -> Table:
+    t = Table(title=title, caption="running accuracy: each step's prediction, made before its update")
+    for name in ("epoch", "samples", "mean loss", "running accuracy"):
+        t.add_column(name, justify="right")
+    for e in result.epochs:
+        t.add_row(str(e.epoch), f"{e.samples:,}", f"{e.mean_loss:.4f}", f"{e.accuracy:.1%}")
+    return t
+
+
+@cli.command(name="train")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan_path", required=True, type=click.Path(dir_okay=False),
+              help="Training plan JSON (`tinymem train-plan ... -o plan.json`): which layers are updated.")
+@click.option("--board", default="host", show_default=True,
+              help="host (the training C compiled for this machine) or a board id (see `tinymem boards`).")
+@click.option("--data", required=True, type=click.Path(dir_okay=False),
+              help="Training set .npz: x int8 [N, *input_shape[1:]], y labels.")
+@click.option("--eval", "eval_data", type=click.Path(dir_okay=False),
+              help="Evaluation set .npz, run on the same board after training.")
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--lr", type=float, help="SGD learning rate (default: the plan's).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the per-epoch shuffles.")
+@click.option("--keep", "project_dir", type=click.Path(file_okay=False), help="Keep the generated project here.")
+@click.option("--port", help="Serial port of a real board's UART.")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait on the board.")
+@click.option("--retries", type=int, default=2, show_default=True,
+              help="Redo an evaluation sample after a link fault this many times (training steps are never redone).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def train_cmd(model: str, plan_path: str, board: str, data: str, eval_data: str | None, epochs: int, lr: float | None,
+              seed: int, project_dir: str | None, port: str | None, timeout: float, retries: int, as_json: bool) -> None:
+    """Fine-tune MODEL on the device: stream --data through the training firmware for --epochs, then
+    evaluate --eval on the same firmware; per-epoch loss and accuracy, and the RAM it took."""
+    from .cli_lsm import _progress
+    from .train.contrib import load_dataset
+    from .train.run import load_train_plan, train
+
+    if epochs < 1:
+        raise click.UsageError(f"--epochs must be >= 1, got {epochs}")
+    if retries < 0:
+        raise click.UsageError(f"--retries must be >= 0, got {retries}")
+    g = _load(model)
+    plan = load_train_plan(plan_path, g)
+    xs, ys = load_dataset(data, g)
+    evaluation = load_dataset(eval_data, g) if eval_data else None
+    with _progress(f"training on {board}", as_json) as progress:
+        result = train(g, plan, xs, ys, board, epochs, lr, evaluation, seed, progress,
+                       getattr(progress, "describe", None), project_dir, port, timeout, retries)
+    if as_json:
+        _print_json({"model": Path(model).stem, "plan": plan_path, "scheme": plan.scheme.as_dict(), "seed": seed,
+                     **result.as_dict()})
+        return
+    console.print(epochs_table(result, f"training {Path(model).stem} on {board}, lr {result.epochs[0].lr:g}"))
+    if result.eval_accuracy is not None:
+        console.print(f"accuracy on {eval_data} after training: {result.eval_accuracy:.1%} "
+                      f"({len(result.eval_preds):,} samples, on {board})")
+    console.print(memory_line(result.memory))
+    timing = result.timing
+    unit = timing.get("unit")
+    if unit:
+        per_eval = timing[f"eval_step_{unit}"]
+        console.print(f"{timing[f'train_step_{unit}']:,} {unit} per training step"
+                      + (f", {per_eval:,} per evaluation" if per_eval is not None else "")
+                      + f" (median; {timing['clock_note'].split(';')[0]})")
