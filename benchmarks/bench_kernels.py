@@ -110,9 +110,10 @@ def m(n: float) -> str:
 
 def render(rows: list[dict], board: str, console: Console) -> None:
     t = Table(title=f"instructions per invoke on {board} (QEMU -icount: instructions, not cycles; millions)")
-    for col in ("model", "MMAC", "TFLM ref (issue)", "TFLM+CMSIS-NN (issue)", "ours portable", "ours DSP",
-                "DSP/ portable", "DSP/ CMSIS-NN", f"≤ {GOAL}", "exact", "peak SRAM DSP/portable", "fw .text DSP"):
-        t.add_column(col, justify="left" if col == "model" else "right")
+    for col in ("model", "MMAC", "TFLM ref (issue)", "TFLM+ CMSIS-NN (issue)", "ours portable", "ours DSP",
+                "DSP/ portable", "DSP/ CMSIS-NN", f"≤ {GOAL}", "exact", "peak KiB DSP/ portable",
+                "fw .text KiB DSP/ portable"):
+        t.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for r in rows:
         p, d, issue = r[PORTABLE], r[ARMV7EM], r["issue"]
         t.add_row(r["model"], f"{r['macs'] / 1e6:.2f}", m(issue["tflm_reference"]) if issue else "-",
@@ -120,7 +121,8 @@ def render(rows: list[dict], board: str, console: Console) -> None:
                   f"{r['dsp_over_portable']:.2f}", f"{r['dsp_over_tflm_cmsis_nn']:.2f}" if issue else "-",
                   ("[green]✓[/]" if r["goal_met"] else "[red]✗[/]") if issue else "-",
                   "✓" if p["exact"] and d["exact"] else "[red]✗[/]",
-                  f"{d['peak_sram_bytes']:,} / {p['peak_sram_bytes']:,}", f"{d['firmware_text_bytes']:,}")
+                  f"{d['peak_sram_bytes'] / 1024:.1f} / {p['peak_sram_bytes'] / 1024:.1f}",
+                  f"{d['firmware_text_bytes'] / 1024:.1f} / {p['firmware_text_bytes'] / 1024:.1f}")
     console.print(t)
     for r in rows:
         k = Table(title=f"{r['model']}: instructions by layer kind (millions)")

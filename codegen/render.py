@@ -81,6 +81,7 @@ def render_model(g: Graph, plan: MemoryPlan, out_dir: str | Path, host_main: boo
 
 
 def _render_model(g: Graph, plan: MemoryPlan, out_dir: str | Path, host_main: bool) -> list[Path]:
+    extra = EXTRA_KERNELS.get(getattr(plan, "isa", PORTABLE))  # (directory, header) of a kernel set
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = environment()
@@ -108,15 +109,14 @@ def _render_model(g: Graph, plan: MemoryPlan, out_dir: str | Path, host_main: bo
     ctx = {
         "model": g.name, "plan": plan, "steps": steps,
         "inputs": _io(g, plan, g.inputs), "outputs": _io(g, plan, g.outputs),
-        "kernel_headers": [EXTRA_KERNELS[plan.isa][1]] if getattr(plan, "isa", PORTABLE) in EXTRA_KERNELS else [],
+        "kernel_headers": [extra[1]] if extra else [],
     }
     written = []
     for name in ("tinymem_model.h", "tinymem_model.c") + (("tinymem_host_main.c",) if host_main else ()):
         path = out_dir / name
         path.write_text(env.get_template(name + ".j2").render(ctx))
         written.append(path)
-    extra = [EXTRA_KERNELS[plan.isa][0]] if getattr(plan, "isa", PORTABLE) in EXTRA_KERNELS else []
-    for src in [f for d in [KERNEL_DIR, *extra] for f in sorted(d.glob("*.[ch]"))]:
+    for src in [f for d in [KERNEL_DIR] + ([extra[0]] if extra else []) for f in sorted(d.glob("*.[ch]"))]:
         shutil.copyfile(src, out_dir / src.name)
         written.append(out_dir / src.name)
     return written

@@ -116,7 +116,7 @@ def test_requantization_identity_on_host(tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(6))
 def test_conv_1x1_random(case, rng, tmp_path):
     """1x1 convs (the GEMM over pixel pairs): odd channel and pixel counts, strides, batches."""
     c, out_c = int(rng.integers(1, 41)), int(rng.integers(1, 21))
@@ -142,7 +142,7 @@ def test_conv_gathered_random(case, rng, tmp_path):
     assert_dsp_exact(model, rng, tmp_path, "tm_dsp_conv_s8")
 
 
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(6))
 def test_depthwise_3x3_random(case, rng, tmp_path):
     """3x3 depthwise, channels a multiple of 4: strides 1-3, borders on every side, both clamps."""
     c = 4 * int(rng.integers(1, 9))
@@ -154,7 +154,7 @@ def test_depthwise_3x3_random(case, rng, tmp_path):
     assert_dsp_exact(model, rng, tmp_path, "tm_dsp_depthwise_3x3_s8")
 
 
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(4))
 def test_fully_connected_random(case, rng, tmp_path):
     """Four outputs per pass and the ones left over; rows not a multiple of 4; batches."""
     model = fc_model(rng, int(rng.integers(1, 4)), int(rng.integers(1, 70)), int(rng.integers(1, 40)),
@@ -162,11 +162,12 @@ def test_fully_connected_random(case, rng, tmp_path):
     assert_dsp_exact(model, rng, tmp_path, "tm_dsp_fully_connected_s8")
 
 
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(3))
 def test_max_pool_random(case, rng, tmp_path):
     c = 4 * int(rng.integers(1, 5))
     shape = (int(rng.integers(1, 3)), int(rng.integers(2, 10)), int(rng.integers(2, 10)), c)
-    filt, stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4))), (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
+    filt = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
+    stride = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
     filt = (min(filt[0], shape[1]), min(filt[1], shape[2]))
     model = pool_model(rng, "MAX_POOL_2D", shape, filt, stride, ["SAME", "VALID"][case % 2], act=ACTS[case % 4])
     assert_dsp_exact(model, rng, tmp_path, "tm_dsp_max_pool_s8", n=3)
@@ -245,7 +246,8 @@ def test_kernel_set_follows_the_board_core():
         [ARMV7EM, ARMV7EM, PORTABLE, PORTABLE, PORTABLE]
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2_035_96", "mobilenetv2_050_144", "dscnn_kws", "digits_cnn", "mcunet_like"])
+@pytest.mark.parametrize("name", ["mobilenetv2_035_96", "mobilenetv2_050_144", "dscnn_kws", "digits_cnn",
+                                  "mcunet_like"])
 def test_dsp_plan_is_no_larger(name):
     """The DSP kernels' scratch and overlap rules never cost arena over the portable plan."""
     g = parse_tflite((MODELS / f"{name}.tflite").read_bytes(), name)
@@ -258,7 +260,8 @@ def test_dsp_plan_is_no_larger(name):
 @pytest.mark.parametrize("cpu", ["cortex-m4", "cortex-m7", "cortex-m3", "cortex-m0plus"])
 def test_sources_build_for_every_core(cpu, tmp_path):
     """-Wall -Wextra -Werror: DSP instructions on M4/M7, their C versions on M3/M0+."""
-    fpu = {"cortex-m4": ["-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"], "cortex-m7": ["-mfpu=fpv5-sp-d16", "-mfloat-abi=hard"]}
+    fpu = {"cortex-m4": ["-mfpu=fpv4-sp-d16", "-mfloat-abi=hard"],
+           "cortex-m7": ["-mfpu=fpv5-sp-d16", "-mfloat-abi=hard"]}
     for src in sorted(DSP_DIR.glob("*.c")):
         cmd = ["arm-none-eabi-gcc", f"-mcpu={cpu}", "-mthumb", *fpu.get(cpu, []), *WARN_FLAGS, "-O2",
                "-I", str(PORTABLE_DIR), "-c", str(src), "-o", str(tmp_path / (src.stem + ".o"))]
@@ -281,7 +284,8 @@ def add_conv(m, rng, x, shape, scale, kind, k, out_c, stride, padding="SAME", ac
     f_shape = [1, k, k, out_c] if dw else [out_c, k, k, c]
     w_scale = np.array([rand_scale(rng, 2e-3, 2e-2) for _ in range(out_c)])
     f = m.tensor(f_shape, "int8", w_scale, np.zeros(out_c, int), rand_int8(rng, f_shape), axis=3 if dw else 0)
-    b = m.tensor([out_c], "int32", w_scale * scale, np.zeros(out_c, int), rng.integers(-3000, 3000, out_c).astype(np.int32))
+    b = m.tensor([out_c], "int32", w_scale * scale, np.zeros(out_c, int),
+                 rng.integers(-3000, 3000, out_c).astype(np.int32))
     taps = k * k * (1 if dw else c)
     out_scale = scale * float(w_scale.mean()) * 74 * 74 * np.sqrt(taps) / 50
     y = m.act([n, oh, ow, out_c], out_scale, int(rng.integers(-128, 0)))
@@ -291,11 +295,11 @@ def add_conv(m, rng, x, shape, scale, kind, k, out_c, stride, padding="SAME", ac
     return y, [n, oh, ow, out_c], out_scale
 
 
-def dsp_network(rng) -> bytes:
+def dsp_network(rng, size=(13, 11)) -> bytes:
     """Every DSP kernel once, with borders, odd pixel counts and clamps: staged first layer,
     1x1 expansion, depthwise stride 1 and 2, whole-quad 3x3 conv, max pool, fully connected."""
     m = ModelBuilder()
-    shape, scale = [1, 13, 11, 3], 0.02
+    shape, scale = [1, *size, 3], 0.02
     x0 = x = m.act(shape, scale, -5)
     for kind, k, out_c, stride, act in [("CONV_2D", 3, 8, 2, "RELU6"), ("CONV_2D", 1, 20, 1, "NONE"),
                                         ("DEPTHWISE_CONV_2D", 3, 20, 1, "RELU"),
@@ -352,3 +356,19 @@ def test_issue_models_on_the_m4(name, tmp_path):
     np.testing.assert_array_equal(run.outputs[0], litert_run(model, [x])[0])
     cmsis = issue_figures()[name]["tflm_cmsis_nn"]
     assert run.profile["total_instructions"] <= 0.7 * cmsis, (run.profile["total_instructions"], cmsis)
+
+
+def test_patch_schedule_with_dsp_kernels(tmp_path):
+    """Patch-based inference sets geo.* of the DSP kernels' parameters per patch (pads of any
+    sign, windows smaller than the tensor): still bit-exact, under ASan/UBSan."""
+    from tinymem.plan.patch_search import parse_patch, search
+
+    rng = np.random.default_rng(8)
+    model = dsp_network(rng, size=(30, 26))
+    g = parse_tflite(model, "patched")
+    with kernel_isa(ARMV7EM):
+        choice = search(g, parse_patch("auto"), max_overhead=1.0)
+    assert choice.plan.isa == ARMV7EM and choice.schedule is not None
+    inputs = random_inputs(g, rng, 2)
+    ours = build_host(g, choice.plan, tmp_path, sanitize=True).run(inputs)
+    np.testing.assert_array_equal(ours[0], litert_run(model, inputs)[0])

@@ -47,7 +47,8 @@ def s16x2_words(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return ((w + 2**31) % 2**32 - 2**31).astype(np.int32)
 
 
-def gemm_stream(w_rows: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray, group: int = 2) -> np.ndarray:
+def gemm_stream(w_rows: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                group: int = 2) -> np.ndarray:
     """The GEMM kernels' stream (tm_dsp_kernels.h): per group of `group` output channels their
     biases, per four input elements one int8x4 word of each channel (K zero-padded to a multiple
     of 4), then (mult, shift) of each; the channels left over alone, the same way (groups of one).
@@ -87,5 +88,5 @@ def gemm_scratch(k: int) -> int:
     return 2 * 8 * (-(-k // GEMM_K)) + 3
 
 
-__all__ = ["ACC_LIMIT", "DSP_STAGE", "DW_QUAD", "GEMM_K", "depthwise_stream", "dsp_enabled", "gemm_scratch", "gemm_stream",
-           "requant_fits", "right_shifts", "s16x2_words", "s8x4_words"]
+__all__ = ["ACC_LIMIT", "DSP_STAGE", "DW_QUAD", "GEMM_K", "depthwise_stream", "dsp_enabled", "gemm_scratch",
+           "gemm_stream", "requant_fits", "right_shifts", "s16x2_words", "s8x4_words"]

@@ -11,7 +11,9 @@ from dataclasses import astuple, dataclass, fields, replace
 import numpy as np
 
 from . import register
-from .armv7em import DSP_STAGE, DW_QUAD, GEMM_K, depthwise_stream, dsp_enabled, gemm_scratch, gemm_stream, requant_fits, right_shifts
+from .armv7em import (
+    DSP_STAGE, DW_QUAD, GEMM_K, depthwise_stream, dsp_enabled, gemm_scratch, gemm_stream, requant_fits, right_shifts,
+)
 from .base import (
     Kernel, OpDef, Overlap, PatchCall, Window, axis_window, check_shape, check_symmetric_weights, const_input,
     fused_range, per_channel_requant, raster_min_delta, wrap_int32,
@@ -278,7 +280,8 @@ class Conv2D(_ConvBase):
     dsp_struct = "tm_dsp_conv_params"
 
     def dsp_arrays(self, k, rows, q):
-        return {"stream": k.array("stream", "int32_t", gemm_stream(rows, q["bias"], q["mult"], right_shifts(q["shift"])))}
+        stream = gemm_stream(rows, q["bias"], q["mult"], right_shifts(q["shift"]))
+        return {"stream": k.array("stream", "int32_t", stream)}
 
     def scratch_bytes(self, op, g):
         taps = int(np.prod(g.t(op.inputs[1]).shape[1:]))

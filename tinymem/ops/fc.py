@@ -75,7 +75,8 @@ class FullyConnected(OpDef):
             "output_offset": out_zp, "act_min": act_min, "act_max": act_max,
         }
         if dsp:
-            k.fields["stream"] = k.array("stream", "int32_t", gemm_stream(w.data, wrap_int32(folded), mult, shift, FC_GROUP))
+            stream = gemm_stream(w.data, wrap_int32(folded), mult, shift, FC_GROUP)
+            k.fields["stream"] = k.array("stream", "int32_t", stream)
             return k
         k.fields |= {
             "weights": k.array("w", "int8_t", w.data),

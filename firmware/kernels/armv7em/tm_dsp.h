@@ -129,11 +129,28 @@ TM_DSP_INLINE int32_t tm_max_s8x4(int32_t a, int32_t b)
 
 /* A scheduling fence for four accumulators: the MACs before it complete before any after it
  * start. Without it GCC reorders a 3x3 tap loop into one accumulator chain at a time, which keeps
- * every tap's operands live at once and spills them (50% more instructions). No code of its own. */
+ * every tap's operands live at once and spills them to the stack. No code of its own. */
 #if defined(__GNUC__)
 #define TM_DSP_FENCE4(a, b, c, d) __asm__("" : "+r"(a), "+r"(b), "+r"(c), "+r"(d))
 #else
 #define TM_DSP_FENCE4(a, b, c, d) ((void)0)
+#endif
+
+/* Hides a pointer's value from the optimizer: keeps GCC from turning the nine taps of a 3x3
+ * window into nine induction variables (more than the registers, so they spill) where one row
+ * pointer and register offsets do. No code of its own. */
+#if defined(__GNUC__)
+#define TM_DSP_OPAQUE(p) __asm__("" : "+r"(p))
+#else
+#define TM_DSP_OPAQUE(p) ((void)0)
+#endif
+
+/* For short copy loops: GCC otherwise turns them into calls of the C library's memcpy, which
+ * costs more than the copy at these lengths (a window row of a first layer is 3 to 12 bytes). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define TM_DSP_NO_MEMCPY __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define TM_DSP_NO_MEMCPY
 #endif
 
 /* Four int8 from any address (a plain LDR on cores with unaligned access, as Armv7-M has). */

@@ -109,7 +109,7 @@ static void gather_quads(const tm_conv_geometry *g, const int8_t *input, int32_t
         const int32_t row = t.origin + ky * g->dil_h * g->in_w * g->in_c;
         for (int32_t kx = 0; kx < g->k_w; ++kx, win += tap_words) {
             if (ky >= t.ky_lo && ky < t.ky_hi && kx >= t.kx_lo && kx < t.kx_hi) {
-                tm_dsp_widen(win, input + row + kx * g->dil_w * g->in_c, g->in_c);
+                tm_dsp_widen(win, input + (row + kx * g->dil_w * g->in_c), g->in_c);
             } else {
                 for (int32_t w = 0; w < tap_words; w += step) {
                     win[w] = zp2;
@@ -121,7 +121,7 @@ static void gather_quads(const tm_conv_geometry *g, const int8_t *input, int32_t
 }
 
 /* Word copies while they fit (unaligned LDR/STR are single instructions on Armv7-M), then bytes. */
-static void copy_s8(int8_t *dst, const int8_t *src, int32_t n)
+TM_DSP_NO_MEMCPY static void copy_s8(int8_t *dst, const int8_t *src, int32_t n)
 {
     for (; n >= 4; n -= 4, dst += 4, src += 4) {
         tm_write_s8x4(dst, tm_read_s8x4(src));
@@ -131,31 +131,37 @@ static void copy_s8(int8_t *dst, const int8_t *src, int32_t n)
     }
 }
 
+TM_DSP_NO_MEMCPY static void fill_s8(int8_t *dst, int8_t v, int32_t n)
+{
+    for (; n > 0; --n) {
+        *dst++ = v;
+    }
+}
+
 /* Small windows of any in_c (first layers: 1-3 input channels): the window gathered into a
- * linear buffer (`stage`, its tail up to a multiple of 4 already zero), padded taps at the input
- * zero point, then widened into the pixel's words. */
+ * linear buffer (`stage`: TM_DSP_STAGE bytes, which codegen checks the window fits, its tail up
+ * to a multiple of 4 already zero), padded taps at the input zero point, then widened into the
+ * pixel's words. */
 static void gather_staged(const tm_conv_geometry *g, const int8_t *input, int8_t pad, const dsp_pixel *at,
                           int8_t *stage, int32_t *win)
 {
     const taps t = pixel_taps(g, at);
     const int32_t row = g->k_w * g->in_c, size = g->k_h * row;
     if (t.ky_lo > 0 || t.ky_hi < g->k_h || t.kx_lo > 0 || t.kx_hi < g->k_w) {
-        for (int32_t e = 0; e < size; ++e) {
-            stage[e] = pad;
-        }
+        fill_s8(stage, pad, size);
     }
     for (int32_t ky = t.ky_lo; ky < t.ky_hi; ++ky) {
-        const int8_t *x = input + t.origin + ky * g->dil_h * g->in_w * g->in_c;
+        const int32_t at_row = t.origin + ky * g->dil_h * g->in_w * g->in_c;
         int8_t *d = stage + ky * row;
         if (g->dil_w == 1) {
-            copy_s8(d + t.kx_lo * g->in_c, x + t.kx_lo * g->in_c, (t.kx_hi - t.kx_lo) * g->in_c);
+            copy_s8(d + t.kx_lo * g->in_c, input + (at_row + t.kx_lo * g->in_c), (t.kx_hi - t.kx_lo) * g->in_c);
         } else {
             for (int32_t kx = t.kx_lo; kx < t.kx_hi; ++kx) {
-                copy_s8(d + kx * g->in_c, x + kx * g->dil_w * g->in_c, g->in_c);
+                copy_s8(d + kx * g->in_c, input + (at_row + kx * g->dil_w * g->in_c), g->in_c);
             }
         }
     }
-    tm_dsp_widen(win, stage, size);
+    tm_dsp_widen(win, stage, (size + 3) & ~3); /* whole words: the stage's tail is zero */
 }
 
 void tm_dsp_conv_s8(const tm_dsp_conv_params *p, const int8_t *input, int8_t *output, int8_t *scratch)

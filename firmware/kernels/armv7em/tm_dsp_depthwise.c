@@ -64,14 +64,17 @@ TM_DSP_INLINE void pixel_inside(const dw_layer *d, const int32_t *k, const int8_
     for (int32_t c = d->in_c; c > 0; c -= 4, x += 4, y += 4, k += TM_DSP_DW_WORDS) {
         int32_t acc[4] = {k[BIAS], k[BIAS + 1], k[BIAS + 2], k[BIAS + 3]};
         const int8_t *r = x;
+        TM_DSP_OPAQUE(r);
         mac_input(acc, r, k + TAP + 0);
         mac_input(acc, r + c1, k + TAP + 2);
         mac_input(acc, r + c2, k + TAP + 4);
         r += row;
+        TM_DSP_OPAQUE(r);
         mac_input(acc, r, k + TAP + 6);
         mac_input(acc, r + c1, k + TAP + 8);
         mac_input(acc, r + c2, k + TAP + 10);
         r += row;
+        TM_DSP_OPAQUE(r);
         mac_input(acc, r, k + TAP + 12);
         mac_input(acc, r + c1, k + TAP + 14);
         mac_input(acc, r + c2, k + TAP + 16);
@@ -90,7 +93,7 @@ TM_DSP_INLINE void pixel_border(const dw_layer *d, const int32_t *k, const int8_
         int32_t acc[4] = {k[BIAS], k[BIAS + 1], k[BIAS + 2], k[BIAS + 3]};
         TM_DSP_UNROLL9 for (int32_t t = 0; t < 9; ++t) {
             if ((inside >> t) & 1u) {
-                mac_input(acc, x + at + (t / 3) * d->row + (t % 3) * d->in_c + c, k + TAP + 2 * t);
+                mac_input(acc, x + (at + (t / 3) * d->row + (t % 3) * d->in_c + c), k + TAP + 2 * t);
             } else {
                 mac_tap(acc, d->zp2, d->zp2, k + TAP + 2 * t);
             }

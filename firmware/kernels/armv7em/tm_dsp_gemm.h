@@ -1,6 +1,5 @@
-/* The GEMM core shared by the DSP conv kernels: out_c outputs for each of two pixels whose inputs
- * (a 1x1 pixel, or a gathered window) were widened into int16 pairs. Internal to
- * tm_dsp_conv.c; a header so the loop stays in one place. */
+/* The GEMM core of the DSP conv kernels (tm_dsp_conv.c): out_c outputs for each of two pixels
+ * whose inputs (a 1x1 pixel, or a gathered window) were widened into int16 pairs. */
 #ifndef TM_DSP_GEMM_H
 #define TM_DSP_GEMM_H
 
@@ -73,8 +72,9 @@ TM_DSP_INLINE void tm_dsp_quad(const int32_t *x, const int32_t *k, int32_t *a0, 
 
 /* y[c] and y[b_at + c] (pixels A and B) for every output channel c, from the windows at x
  * (`quads` quads) and the GEMM stream k; b_at is out_c, or 0 for a lone last pixel (computed
- * twice: B's window repeats A's). Two channels x two pixels per pass. The stream puts each pair's requantization parameters after its weights, so
- * they are read where they are used and nothing but k lives across the loop. */
+ * twice: B's window repeats A's). Two channels x two pixels per pass. The stream puts each
+ * pair's requantization parameters after its weights, so they are read where they are used and
+ * nothing but k lives across the loop. */
 TM_DSP_INLINE void tm_dsp_gemm_body(const tm_dsp_gemm_layer *d, const int32_t *k, const int32_t *x, int32_t quads,
                                     int8_t *y, int32_t b_at, int clamp)
 {

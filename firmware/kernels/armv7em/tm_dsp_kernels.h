@@ -19,8 +19,9 @@
 /* GEMM stream (conv and fully connected), per group of output channels (two for conv, four for
  * fully connected): their accumulator starts (bias - input_zp * sum(filter)), then per four
  * input elements one int8x4 weight word of each channel (elements zero-padded to a multiple of
- * four), then (multiplier, shift) of each channel; the channels left over alone, the same way. The conv kernels store the
- * shift as -shift - 1 (tm_dsp_requant), the fully connected kernel TFLite's shift. */
+ * four), then (multiplier, shift) of each channel; the channels left over alone, the same way.
+ * The conv kernels store the shift as -shift - 1 (tm_dsp_requant), the fully connected kernel
+ * TFLite's shift. */
 
 typedef struct {
     tm_conv_geometry geo;   /* as in tm_conv_params: the patch stage sets geo.* per patch */

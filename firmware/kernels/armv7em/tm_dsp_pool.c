@@ -5,7 +5,8 @@
 void tm_dsp_max_pool_s8(const tm_pool_params *p, const int8_t *input, int8_t *output)
 {
     const int32_t row = p->in_w * p->channels;
-    const int32_t lo4 = (int32_t)(0x01010101u * (uint8_t)p->act_min), hi4 = (int32_t)(0x01010101u * (uint8_t)p->act_max);
+    const int32_t lo4 = (int32_t)(0x01010101u * (uint8_t)p->act_min);
+    const int32_t hi4 = (int32_t)(0x01010101u * (uint8_t)p->act_max);
     int8_t *y = output;
     for (int32_t b = 0; b < p->batches; ++b) {
         const int8_t *image = input + b * p->in_h * row;
