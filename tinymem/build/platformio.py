@@ -228,32 +228,47 @@ def write_runtime(board: Board, src: Path) -> None:
 def render_project(g: Graph, plan: MemoryPlan, board: Board | str, out_dir: str | Path, profile: bool = True,
                    upload_port: str | None = None, check_ram: bool = True) -> Project:
     """Write a complete PlatformIO project for the model on the board into out_dir."""
-    from codegen.render import _io, environment, render_model
+    from codegen.render import _io, render_model
 
     board = load_board(board) if isinstance(board, str) else board
     if check_ram:
         check_fits(plan, board, profile)
+    extra = {"ops": [layer.op for layer in plan.layers],
+             "peak_sram_planned_bytes": plan.peak_sram_bytes, "arena_bytes": plan.arena_bytes,
+             # render_model copies this kernel set's sources (firmware/kernels/armv7em for DSP) into src/
+             "kernels": getattr(plan, "isa", "portable")}
+    return render_app_project(board, out_dir, lambda src: render_model(g, plan, src), _io(g, plan, g.inputs),
+                              _io(g, plan, g.outputs), g.name, extra, profile, upload_port)
+
+
+def render_app_project(board: Board, out_dir: str | Path, render_sources, inputs: list[dict], outputs: list[dict],
+                       name: str, manifest_extra: dict, profile: bool = False,
+                       upload_port: str | None = None) -> Project:
+    """A board project around any C with a model's API (tinymem_input/output/invoke: an inference
+    model, an LSM, the training firmware): `render_sources(src)` writes it into src/, the board
+    runtime and the driver templates are added around it. inputs/outputs: what main.c.j2 needs
+    per tensor (at least "bytes")."""
+    from codegen.render import environment
+
+    if not board.emulated and board.sram_bytes is None:
+        raise TinymemError(f"board '{board.id}' has no firmware build (use --board host for the host compiler)")
     out = Path(out_dir)
     src = out / "src"
     if (out / MANIFEST).exists() and src.is_dir():
         shutil.rmtree(src)  # our own earlier render, maybe for another board: no stale drivers
     src.mkdir(parents=True, exist_ok=True)
-    render_model(g, plan, src)
+    render_sources(src)
     write_runtime(board, src)
     env = environment()
-    ctx = {"model": g.name, "board": board, "profile": profile, "upload_port": upload_port,
-           "platform_dir": PLATFORM_DIR, "inputs": _io(g, plan, g.inputs), "outputs": _io(g, plan, g.outputs),
+    ctx = {"model": name, "board": board, "profile": profile, "upload_port": upload_port,
+           "platform_dir": PLATFORM_DIR, "inputs": inputs, "outputs": outputs,
            "uart_defines": uart_defines(board), "counter_code": COUNTER_CODES[board.cycle_counter]}
     for template, target in (("main.c.j2", src / "main.c"), ("tm_board_config.h.j2", src / "tm_board_config.h"),
                              ("link.ld.j2", out / "link.ld"), ("platformio.ini.j2", out / "platformio.ini")):
         target.write_text(env.get_template(f"board/{template}").render(ctx))
-    manifest = {
-        "board": board.id, "model": g.name, "profile": profile,
-        "inputs": [{"shape": list(g.t(i).shape), "bytes": g.t(i).nbytes} for i in g.inputs],
-        "outputs": [{"shape": list(g.t(i).shape), "bytes": g.t(i).nbytes} for i in g.outputs],
-        "ops": [layer.op for layer in plan.layers],
-        "peak_sram_planned_bytes": plan.peak_sram_bytes, "arena_bytes": plan.arena_bytes,
-    }
+    tensors = lambda ts: [{k: t[k] for k in ("shape", "bytes") if k in t} for t in ts]  # noqa: E731
+    manifest = {"board": board.id, "model": name, "profile": profile, "inputs": tensors(inputs),
+                "outputs": tensors(outputs), **manifest_extra}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     setup_core(out)
     return Project(out, board, profile)
@@ -302,16 +317,21 @@ def _failure(project: Project, log: str, what: str) -> TinymemError:
 
 
 def elf_ram_flash(elf: Path) -> tuple[int, int]:
-    """(.data + .bss, bytes stored in flash) of a linked firmware, from arm-none-eabi-size."""
+    """(static RAM, bytes stored in flash) of a linked firmware, from arm-none-eabi-size.
+
+    Static RAM spans from the start of .data to the end of .bss, alignment gaps between them
+    included (a 16-byte aligned arena can leave one): what the firmware's linker symbols report."""
     proc = subprocess.run(["arm-none-eabi-size", "-A", "-d", str(elf)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise TinymemError(f"arm-none-eabi-size could not read {elf}: {proc.stderr.strip()}")
-    sizes = {}
+    sizes, spans = {}, []
     for line in proc.stdout.splitlines():
         parts = line.split()
-        if len(parts) >= 2 and parts[0].startswith(".") and parts[1].isdigit():
+        if len(parts) >= 3 and parts[0].startswith(".") and parts[1].isdigit() and parts[2].isdigit():
             sizes[parts[0]] = int(parts[1])
-    ram = sizes.get(".data", 0) + sizes.get(".bss", 0)
+            if parts[0] in (".data", ".bss") and int(parts[1]):
+                spans.append((int(parts[2]), int(parts[2]) + int(parts[1])))
+    ram = max(e for _, e in spans) - min(a for a, _ in spans) if spans else 0
     flash = sum(sizes.get(s, 0) for s in (".boot2", ".vectors", ".text", ".ARM.exidx", ".data"))
     return ram, flash
 

@@ -118,13 +118,44 @@ def _outputs(g: Graph, runs: list[Invocation]) -> list[np.ndarray]:
     return outs
 
 
+def serve_on_board(board, project, elf, serve, port: str | None = None, upload_port: str | None = None,
+                   timeout: float = 30.0, stage=None, what: str = "firmware"):
+    """Boot `elf` in QEMU (an emulated board) or flash `project` and open the UART on `port` (real
+    hardware), and return what `serve(link)` returns as (session, result): the result. QEMU is told
+    to exit through the session and must exit cleanly."""
+    from ..build.emulator import Emulator
+    from ..build.platformio import upload
+
+    stage = stage or (lambda _msg: None)
+    if board.emulated:
+        stage(f"booting QEMU {board.qemu_machine}")
+        with Emulator(board.qemu_machine, elf) as emu:
+            session, result = serve(emu.serial)
+            session.exit(0)
+            status = emu.wait(timeout)
+        if status != 0:
+            raise TinymemError(f"{what} exited with status {status} in QEMU ({board.qemu_machine})")
+        return result
+    import serial
+
+    if not port:
+        raise TinymemError(f"board '{board.id}' is real hardware: give --port, the serial port of its UART")
+    stage(f"flashing over {board.upload_protocol}")
+    upload(project, upload_port)
+    try:
+        link = serial.serial_for_url(port, baudrate=board.serial.baud, timeout=0)
+    except serial.SerialException as exc:
+        raise TinymemError(f"cannot open serial port {port}: {exc}") from None
+    with link:
+        return serve(link)[1]
+
+
 def run_on_board(g: Graph, plan: MemoryPlan, board, inputs: list[np.ndarray], project_dir: str | Path | None = None,
                  port: str | None = None, upload_port: str | None = None, profile: bool = True,
                  timeout: float = 30.0, progress=None, on_stage=None, retries: int = 2) -> BoardRun:
     """inputs[i] is [N, *input_shape[1:]] (int8, or float for a float-I/O model: quantized on the host,
     the same contract as `tinymem sim`); returns outputs [N, *output_shape[1:]] and a profile."""
-    from ..build.emulator import Emulator
-    from ..build.platformio import build, render_project, upload
+    from ..build.platformio import build, render_project
 
     stage = on_stage or (lambda _msg: None)
     inputs, _ = model_inputs(g, list(inputs))
@@ -139,29 +170,12 @@ def run_on_board(g: Graph, plan: MemoryPlan, board, inputs: list[np.ndarray], pr
     project = render_project(g, plan, board, project_dir, profile=profile)
     stage("building with PlatformIO")
     built = build(project)
-    if board.emulated:
-        stage(f"booting QEMU {board.qemu_machine}")
-        with Emulator(board.qemu_machine, built.elf) as emu:
-            session = Session(emu.serial, timeout=timeout, progress=progress, retries=retries)
-            hello = session.hello()
-            runs = session.run(inputs)
-            session.exit(0)
-            status = emu.wait(timeout)
-        if status != 0:
-            raise TinymemError(f"firmware exited with status {status} in QEMU ({board.qemu_machine})")
-    else:
-        import serial
+    def serve(link):
+        session = Session(link, timeout=timeout, progress=progress, retries=retries)
+        hello = session.hello()
+        return session, (session, hello, session.run(inputs))
 
-        stage(f"flashing over {board.upload_protocol}")
-        upload(project, upload_port)
-        try:
-            link = serial.serial_for_url(port, baudrate=board.serial.baud, timeout=0)
-        except serial.SerialException as exc:
-            raise TinymemError(f"cannot open serial port {port}: {exc}") from None
-        with link:
-            session = Session(link, timeout=timeout, progress=progress, retries=retries)
-            hello = session.hello()
-            runs = session.run(inputs)
+    session, hello, runs = serve_on_board(board, project, built.elf, serve, port, upload_port, timeout, stage)
     check_memory(runs, built.ram_static_bytes, plan, board)
     report = profile_report(g, plan, board, hello, runs, built.ram_static_bytes, built.flash_bytes, session.stats)
     return BoardRun(model_outputs(g, _outputs(g, runs)), report, hello)

@@ -15,7 +15,6 @@ between fixed numpy, host C and board, plus a profile (time per sample, RAM, fla
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import tempfile
 import time
@@ -29,7 +28,6 @@ from ..npz import read_npz, write_npz
 from .codegen import build_host_lsm, context, pack_frames, render_lsm, unpack_outputs
 from .reservoir import LsmConfig, run
 
-MANIFEST = "tinymem.json"
 
 
 @dataclass
@@ -43,45 +41,26 @@ def render_lsm_project(cfg: LsmConfig, board, out_dir: str | Path, storage: str 
                        name: str = "lsm") -> tuple:
     """A PlatformIO project that serves the LSM over the UART: the board firmware of
     tinymem/build/platformio.py with the LSM's tinymem_model.{c,h}. Returns (Project, context)."""
-    from codegen.render import environment
-
     from ..build import platformio as pio
     from ..build.boards import load_board
 
     board = load_board(board) if isinstance(board, str) else board
-    if not board.emulated and board.sram_bytes is None:
-        raise TinymemError(f"board '{board.id}' has no firmware build (use --board host for the host compiler)")
-    out = Path(out_dir)
-    src = out / "src"
-    if (out / MANIFEST).exists() and src.is_dir():
-        shutil.rmtree(src)  # our own earlier render: no stale sources
-    src.mkdir(parents=True, exist_ok=True)
-    _, ctx = render_lsm(cfg, src, storage, name=name)
+    ctx = context(cfg, storage, name=name)
     need = ctx["state_bytes"] + pio.RUNTIME_RAM_BYTES + board.stack_bytes
-    if need > board.sram_bytes:
+    if board.sram_bytes is not None and need > board.sram_bytes:
         raise TinymemError(f"LSM '{name}' does not fit board '{board.id}': state {ctx['state_bytes']:,} B + runtime "
                            f"and minimum stack = {need:,} B > {board.sram_bytes:,} B")
-    pio.write_runtime(board, src)
-    env = environment()
-    bctx = ctx | {"board": board, "profile": False, "upload_port": None, "platform_dir": pio.PLATFORM_DIR,
-                  "uart_defines": pio.uart_defines(board), "counter_code": pio.COUNTER_CODES[board.cycle_counter]}
-    for template, target in (("main.c.j2", src / "main.c"), ("tm_board_config.h.j2", src / "tm_board_config.h"),
-                             ("link.ld.j2", out / "link.ld"), ("platformio.ini.j2", out / "platformio.ini")):
-        target.write_text(env.get_template(f"board/{template}").render(bctx))
-    manifest = {"board": board.id, "model": name, "profile": False, "lsm": cfg.as_dict(), "storage": storage,
-                "inputs": [{"bytes": t["bytes"]} for t in ctx["inputs"]],
-                "outputs": [{"bytes": t["bytes"]} for t in ctx["outputs"]],
-                "state_bytes": ctx["state_bytes"], "weight_bytes": ctx["weight_bytes"]}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    pio.setup_core(out)
-    return pio.Project(out, board, False), ctx
+    extra = {"lsm": cfg.as_dict(), "storage": storage, "state_bytes": ctx["state_bytes"],
+             "weight_bytes": ctx["weight_bytes"]}
+    project = pio.render_app_project(board, out_dir, lambda src: render_lsm(cfg, src, storage, name=name),
+                                     ctx["inputs"], ctx["outputs"], name, extra)
+    return project, ctx
 
 
 def _board_encode(cfg: LsmConfig, frames: np.ndarray, board, storage: str, project_dir: Path, port: str | None,
                   timeout: float, progress, stage) -> Encoded:
-    from ..build.emulator import Emulator
-    from ..build.platformio import build, upload
-    from ..link.run import clock_units
+    from ..build.platformio import build
+    from ..link.run import clock_units, serve_on_board
     from ..link.session import Session
 
     stage(f"generating the {board.id} project in {project_dir}")
@@ -93,29 +72,10 @@ def _board_encode(cfg: LsmConfig, frames: np.ndarray, board, storage: str, proje
     def serve(link) -> tuple:
         session = Session(link, timeout=timeout, progress=progress)
         hello = session.hello()
-        return session, hello, session.run([packed])
+        return session, (session, hello, session.run([packed]))
 
-    if board.emulated:
-        stage(f"booting QEMU {board.qemu_machine}")
-        with Emulator(board.qemu_machine, built.elf) as emu:
-            session, hello, runs = serve(emu.serial)
-            session.exit(0)
-            status = emu.wait(timeout)
-        if status != 0:
-            raise TinymemError(f"LSM firmware exited with status {status} in QEMU ({board.qemu_machine})")
-    else:
-        import serial
-
-        if not port:
-            raise TinymemError(f"board '{board.id}' is real hardware: give --port, the serial port of its UART")
-        stage(f"flashing over {board.upload_protocol}")
-        upload(project)
-        try:
-            link = serial.serial_for_url(port, baudrate=board.serial.baud, timeout=0)
-        except serial.SerialException as exc:
-            raise TinymemError(f"cannot open serial port {port}: {exc}") from None
-        with link:
-            session, hello, runs = serve(link)
+    session, hello, runs = serve_on_board(board, project, built.elf, serve, port, timeout=timeout, stage=stage,
+                                          what="LSM firmware")
     outputs = [np.stack([np.frombuffer(r.outputs[k], np.uint8) for r in runs]) for k in range(len(ctx["outputs"]))]
     counts, membrane = unpack_outputs(cfg, outputs)
     unit, per_tick, note = clock_units(board, hello)

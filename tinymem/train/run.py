@@ -19,9 +19,7 @@ applied twice, skipped or reordered.
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,7 +34,6 @@ from .host import control, parse_status
 from .memory import TrainPlan, plan_training
 from .scheme import Scheme, logits_op
 
-MANIFEST = "tinymem.json"
 STATUS_TEXT = {1: "unknown mode", 2: "label out of range"}
 
 
@@ -161,58 +158,24 @@ def _host_stream(g: Graph, plan: TrainPlan, segments: list[Segment], workdir, pr
 def render_training_project(g: Graph, plan: TrainPlan, board, out_dir: str | Path):
     """A PlatformIO project that serves the training firmware over the UART: the board firmware of
     tinymem/build/platformio.py around the training C. Returns the Project."""
-    from codegen.render import environment
-
     from ..build import platformio as pio
     from ..build.boards import load_board
 
     board = load_board(board) if isinstance(board, str) else board
-    if not board.emulated and board.sram_bytes is None:
-        raise TinymemError(f"board '{board.id}' has no firmware build (use --board host for the host compiler)")
     need = plan.train_peak_sram_bytes + pio.RUNTIME_RAM_BYTES + board.stack_bytes
-    if need > board.sram_bytes:
+    if board.sram_bytes is not None and need > board.sram_bytes:
         raise TinymemError(f"training {g.name} does not fit board '{board.id}': train peak SRAM "
                            f"{plan.train_peak_sram_bytes:,} B + runtime and minimum stack = {need:,} B > "
                            f"{board.sram_bytes:,} B")
-    out = Path(out_dir)
-    src = out / "src"
-    if (out / MANIFEST).exists() and src.is_dir():
-        shutil.rmtree(src)  # our own earlier render: no stale sources
-    src.mkdir(parents=True, exist_ok=True)
-    render_training(g, plan, src)
-    pio.write_runtime(board, src)
     inputs, outputs = training_io(g, plan)
-    ctx = {"model": g.name, "board": board, "profile": False, "upload_port": None, "platform_dir": pio.PLATFORM_DIR,
-           "inputs": inputs, "outputs": outputs, "uart_defines": pio.uart_defines(board),
-           "counter_code": pio.COUNTER_CODES[board.cycle_counter]}
-    env = environment()
-    for template, target in (("main.c.j2", src / "main.c"), ("tm_board_config.h.j2", src / "tm_board_config.h"),
-                             ("link.ld.j2", out / "link.ld"), ("platformio.ini.j2", out / "platformio.ini")):
-        target.write_text(env.get_template(f"board/{template}").render(ctx))
-    manifest = {"board": board.id, "model": g.name, "profile": False, "training": plan.as_dict(),
-                "inputs": [{"bytes": t["bytes"]} for t in inputs], "outputs": [{"bytes": t["bytes"]} for t in outputs]}
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    pio.setup_core(out)
-    return pio.Project(out, board, False)
-
-
-def ram_static_bytes(elf: Path, board) -> int:
-    """RAM from the board's origin to the end of .bss in the linked ELF: what the firmware's linker
-    symbols report. Not the sum of .data and .bss sizes: the training C's 16-byte aligned arrays can
-    leave an alignment gap between the two."""
-    proc = subprocess.run(["arm-none-eabi-size", "-A", "-d", str(elf)], capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == ".bss" and parts[1].isdigit() and parts[2].isdigit():
-            return int(parts[2]) + int(parts[1]) - board.ram_origin
-    raise TinymemError(f"arm-none-eabi-size found no .bss in {elf}: {proc.stderr.strip() or 'is it a firmware?'}")
+    return pio.render_app_project(board, out_dir, lambda src: render_training(g, plan, src), inputs, outputs, g.name,
+                                  {"training": plan.as_dict()})
 
 
 def _board_stream(g: Graph, plan: TrainPlan, board, segments: list[Segment], project_dir: Path, port, timeout,
                   retries, progress, stage):
-    from ..build.emulator import Emulator
-    from ..build.platformio import RUNTIME_RAM_BYTES, build, upload
-    from ..link.run import clock_units
+    from ..build.platformio import RUNTIME_RAM_BYTES, build
+    from ..link.run import clock_units, serve_on_board
     from ..link.session import Session
 
     stage(f"generating the {board.id} project in {project_dir}")
@@ -231,32 +194,15 @@ def _board_stream(g: Graph, plan: TrainPlan, board, segments: list[Segment], pro
             session.progress = (lambda k, _n, at=done: progress(at + k, total)) if progress else None
             runs.append(session.run([seg.xs, seg.controls]))
             done += len(seg.xs)
-        return session, hello, runs
+        return session, (session, hello, runs)
 
     start = time.perf_counter()
-    if board.emulated:
-        stage(f"booting QEMU {board.qemu_machine}")
-        with Emulator(board.qemu_machine, built.elf) as emu:
-            session, hello, runs = serve(emu.serial)
-            session.exit(0)
-            status = emu.wait(timeout)
-        if status != 0:
-            raise TinymemError(f"training firmware exited with status {status} in QEMU ({board.qemu_machine})")
-    else:
-        import serial
-
-        stage(f"flashing over {board.upload_protocol}")
-        upload(project)
-        try:
-            link = serial.serial_for_url(port, baudrate=board.serial.baud, timeout=0)
-        except serial.SerialException as exc:
-            raise TinymemError(f"cannot open serial port {port}: {exc}") from None
-        with link:
-            session, hello, runs = serve(link)
+    session, hello, runs = serve_on_board(board, project, built.elf, serve, port, timeout=timeout, stage=stage,
+                                          what="training firmware")
     seconds = time.perf_counter() - start
     flat = [r for seg in runs for r in seg]
     first = flat[0]
-    ram_static = ram_static_bytes(built.elf, board)
+    ram_static = built.ram_static_bytes
     if (first.ram_static, first.arena_bytes) != (ram_static, plan.arena_bytes):
         raise TinymemError(f"the firmware on the board is not the one just built: it reports {first.ram_static:,} B "
                            f"static and a {first.arena_bytes:,} B arena; the build has {ram_static:,} B "
