@@ -132,3 +132,14 @@ def test_mobilenet_search_is_fast_and_fits():
     evo = search_scheme(g, table, 180 * 1024, exact_limit=0)
     assert evo.method == "evolutionary" and evo.plan.train_peak_sram_bytes <= 180 * 1024
     assert 0.9 * tight.gain <= evo.gain <= tight.gain + 1e-12
+
+
+def test_updates_that_gain_nothing_are_left_out(net):
+    """A weight ratio that gains no more than a cheaper one costs SRAM for nothing: on a tie the
+    search must not take it, even when the budget has room."""
+    table = random_table(np.random.default_rng(4))
+    table.bias = {k: 0.1 * k for k in range(5)}
+    table.weights = {6: {0.125: 0.0, 0.25: 0.0, 0.5: 0.3, 1.0: 0.3}, 3: {r: 0.0 for r in RATIOS if r > 0}}
+    r = search_scheme(net, table, 10**9, max_weight_ops=3)
+    assert r.scheme.weight_ratios == {6: 0.5}
+    assert r.gain == pytest.approx(0.4 + 0.3)

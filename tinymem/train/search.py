@@ -58,18 +58,34 @@ class SearchResult:
                 "arenas": self.arenas, "planned": self.planned, "seconds": round(self.seconds, 3)}
 
 
+def _undominated(options: list, gain: dict) -> list:
+    """`options` (in order of rising cost) without those whose gain does not beat every cheaper one's."""
+    out, best = [], float("-inf")
+    for o in options:
+        if gain[o] > best:
+            out.append(o)
+            best = max(best, gain[o])
+    return out
+
+
 class _Space:
     """The genomes of one (graph, gain table, budget), their gains, static bytes and fit."""
 
     def __init__(self, g: Graph, table: GainTable, budget: int, max_weight_ops: int, reorder: bool, planner: str,
-                 lr: float, qas: bool):
+                 lr: float, qas: bool, prune: bool = True):
         table.check(g)
         self.g, self.table, self.budget, self.reorder, self.planner = g, table, budget, reorder, planner
         self.lr, self.qas = lr, qas
         last = {op.index for op in updatable_ops(g)[-max_weight_ops:]} if max_weight_ops > 0 else set()
-        self.ks = sorted(table.bias)
-        self.wops = sorted(i for i in table.weights if i in last)
-        self.ratios = [[0.0] + sorted(r for r in table.weights[i] if r > 0) for i in self.wops]
+        # An option that costs more SRAM than a smaller one (more biases, a higher ratio) but gains
+        # no more is never worth taking: dropping it keeps the optimum and keeps zero-gain updates
+        # out of the scheme (on a tie the search would otherwise spend budget on nothing).
+        keep = _undominated if prune else (lambda options, _gain: options)
+        self.ks = keep(sorted(table.bias), table.bias)
+        ratios = {i: keep([0.0] + sorted(r for r in table.weights[i] if r > 0), {0.0: 0.0, **table.weights[i]})
+                  for i in table.weights if i in last}
+        self.wops = sorted(i for i, rs in ratios.items() if len(rs) > 1)
+        self.ratios = [ratios[i] for i in self.wops]
         self.options = [len(self.ks)] + [len(r) for r in self.ratios]
         self.gains = [[table.bias[k] for k in self.ks]] + [
             [0.0] + [table.weights[i][r] for r in rs[1:]] for i, rs in zip(self.wops, self.ratios)]
@@ -413,13 +429,30 @@ def search_scheme(g: Graph, table: GainTable, budget: int, max_weight_ops: int =
                   population: int = 16, max_pops: int = 50_000, lr: float = 0.05, qas: bool = True) -> SearchResult:
     """The scheme of most summed gain whose plan_training(...).train_peak_sram_bytes <= budget.
     Exact up to `exact_limit` schemes with reordering (per arena), EXHAUSTIVE_LIMIT without (the
-    arena then depends on every ratio); evolutionary beyond."""
+    arena then depends on every ratio); evolutionary beyond.
+
+    Options dominated by a cheaper one (no more gain for more SRAM) are left out first; that keeps
+    the optimum whenever it gains anything. Only when nothing with a positive gain fits does the
+    search look again among every option, dominated ones included."""
+    args = (g, table, budget, max_weight_ops, reorder, planner, seed, exact_limit, generations, population,
+            max_pops, lr, qas)
+    try:
+        result = _search(*args, prune=True)
+        if result.gain > 0:
+            return result
+    except TinymemError:
+        pass
+    return _search(*args, prune=False)
+
+
+def _search(g, table, budget, max_weight_ops, reorder, planner, seed, exact_limit, generations, population,
+            max_pops, lr, qas, prune: bool) -> SearchResult:
     if planner not in PLANNERS:
         raise TinymemError(f"unknown planner '{planner}'; choose one of {', '.join(PLANNERS)}")
     if budget <= 0:
         raise TinymemError(f"the SRAM budget must be positive, got {budget} B")
     start = time.perf_counter()
-    space = _Space(g, table, budget, max_weight_ops, reorder, planner, lr, qas)
+    space = _Space(g, table, budget, max_weight_ops, reorder, planner, lr, qas, prune)
     if space.size == 0:
         raise TinymemError("the gain table offers no update (no bias k > 0 and no weight ratio)")
     if reorder and space.size <= exact_limit:
