@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,9 @@ NAME = "transfer_digits"
 BOARD = "mps2_an386"
 BUDGET = "256KiB"
 GAIN_EPOCHS = 2  # `tinymem train-plan --epochs` the bundled contribution table was measured with
+
+
+NO_QAS_DECADES = (0, 2, 4, 6)  # without QAS, learning rates of 1x, 100x, 10^4x, 10^6x the QAS one
 
 
 def bundled(suffix: str) -> Path:
@@ -46,6 +49,7 @@ class TransferReport:
     board_run: dict  # TrainResult.as_dict of the board run
     host_runs: list[dict]  # the host build, one per order seed (seed 0 = the board's order)
     board_vs_host: dict  # compare_runs of the board run and the host run in the same order
+    no_qas_runs: list[dict]  # the host build, order seed 0, the same scheme without QAS, per learning rate
     full_backprop_sram_bytes: int
     inference_peak_sram_bytes: int
     order_seeds: list[int] = field(default_factory=list)
@@ -88,7 +92,7 @@ def run_transfer(board: str = BOARD, budget: str = BUDGET, epochs: int | None = 
     from ..plan import make_plan
     from ..plan.patch_search import parse_size
     from .contrib import load_dataset, split_holdout
-    from .memory import full_backprop_plan
+    from .memory import full_backprop_plan, plan_training
     from .run import load_train_plan, train
 
     stage = on_stage or (lambda _msg: None)
@@ -117,9 +121,17 @@ def run_transfer(board: str = BOARD, budget: str = BUDGET, epochs: int | None = 
     for seed in range(order_seeds):
         stage(f"the same scheme on the host build, order seed {seed}")
         host_runs.append(train(g, plan, xs, ys, "host", epochs, lr, test, seed))
+    # Without QAS each channel's effective step is scaled by its s^2 (docs/training.md): no single
+    # learning rate suits every layer; sweep four decades above the QAS one and keep them all.
+    no_qas_plan = plan_training(g, replace(plan.scheme, qas=False))
+    no_qas = []
+    for rate in (lr * 10 ** k for k in NO_QAS_DECADES):
+        stage(f"the same scheme without QAS on the host build, lr {rate:g}")
+        no_qas.append({"lr": rate, **train(g, no_qas_plan, xs, ys, "host", epochs, rate, test, 0).as_dict()})
     return TransferReport(
         board, baselines, {**plan.as_dict(), "search": result.as_dict(), "budget": budget}, regenerated,
         board_run.as_dict(), [r.as_dict() for r in host_runs], compare_runs(board_run, host_runs[0]) if host_runs else {},
+        no_qas,
         full_backprop_plan(g).train_peak_sram_bytes, make_plan(g, "tinymem").peak_sram_bytes, list(range(order_seeds)))
 
 
@@ -157,6 +169,8 @@ def print_report(rep: TransferReport, console) -> None:
               f"[bold]{_pct(board['eval_accuracy'])}[/bold]")
     if hosts:
         t.add_row(f"  same, host build, order seeds {', '.join(map(str, rep.order_seeds))}", spread)
+    t.add_row("  same scheme without QAS, host build, lr " + " / ".join(f"{r['lr']:g}" for r in rep.no_qas_runs),
+              " / ".join(_pct(r["eval_accuracy"]) for r in rep.no_qas_runs))
     t.add_row(f"full float fine-tuning, host (Keras SGD, lr {ft['lr']:g})", _pct(acc["full_float_finetune"]))
     t.add_row("  same, order seeds " + ", ".join(map(str, ft.get("order_seeds", [0]))),
               " / ".join(_pct(v) for v in acc.get("full_float_finetune_by_order_seed", [])))
