@@ -2,6 +2,7 @@
 loss and prediction against the numpy reference trainer fed the same samples in the documented
 order, per-epoch records, the evaluation with the trained parameters, and bad input."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +186,25 @@ def test_a_plan_made_for_this_model_loads(task, tmp_path):
     path.write_text(json.dumps(plan_training(g, scheme, reorder=False).as_dict()))
     plan = load_train_plan(path, g)
     assert plan.scheme.as_dict() == scheme.as_dict() and plan.reorder is False
+
+
+def test_codegen_writes_the_training_firmware(tmp_path):
+    """`tinymem codegen M --train plan.json`: the training C (bare, or a board project with its
+    manifest) whose header states the plan's train peak; a board's DSP kernel choice must not leak
+    into the training plan (its forward runs the portable kernels the memory model counts)."""
+    import re
+
+    from tinymem.cli import main
+    from tinymem.model import load_tflite
+    from tinymem.train.run import load_train_plan
+
+    models = Path(__file__).resolve().parent.parent / "models"
+    model, plan_json = models / "transfer_digits.tflite", models / "transfer_digits.plan.json"
+    plan = load_train_plan(plan_json, load_tflite(model))
+    assert main(["codegen", str(model), "--train", str(plan_json), "-o", str(tmp_path / "c")]) == 0
+    header = (tmp_path / "c" / "tinymem_model.h").read_text()
+    assert int(re.search(r"#define TINYMEM_PEAK_SRAM_BYTES (\d+)", header).group(1)) == plan.train_peak_sram_bytes
+    assert main(["codegen", str(model), "--board", "mps2_an386", "--train", str(plan_json), "-o", str(tmp_path / "b")]) == 0
+    manifest = json.loads((tmp_path / "b" / "tinymem.json").read_text())
+    assert manifest["training"]["train_peak_sram_bytes"] == plan.train_peak_sram_bytes
+    assert (tmp_path / "b" / "src" / "main.c").exists()

@@ -168,12 +168,30 @@ def plan(model: str, as_json: bool, plot: str | None, planner: str, patch: str, 
 @click.option("--planner", type=click.Choice(["tinymem", "greedy"]), default="tinymem", show_default=True)
 @click.option("--board", help="Write a PlatformIO project for this board (see `tinymem boards`) instead of a bare C bundle.")
 @click.option("--no-profile", is_flag=True, help="With --board: build without the per-layer timing hooks.")
+@click.option("--train", "train_plan", type=click.Path(dir_okay=False),
+              help="Generate the training firmware of this `tinymem train-plan` JSON instead of inference.")
 @_kernels_option
-def codegen(model: str, out_dir: str, planner: str, board: str | None, no_profile: bool) -> None:
+def codegen(model: str, out_dir: str, planner: str, board: str | None, no_profile: bool,
+            train_plan: str | None) -> None:
     """Generate C for MODEL into OUT: tinymem_model.{c,h} + kernels, or a whole PlatformIO project with --board."""
     if no_profile and not board:
         raise click.UsageError("--no-profile applies to board projects: add --board")
     g = _load(model)
+    if train_plan:
+        from .ops.isa import PORTABLE, kernel_isa
+        from .train.codegen import render_training
+        from .train.run import load_train_plan, render_training_project
+
+        with kernel_isa(PORTABLE):  # the training firmware's forward runs the portable kernels
+            tp = load_train_plan(train_plan, g)
+            if board:
+                render_training_project(g, tp, board, out_dir)
+            else:
+                render_training(g, tp, out_dir)
+        console.print(f"wrote the training firmware ({'a PlatformIO project for ' + board if board else 'C'}) to "
+                      f"{out_dir}: train peak SRAM {tp.train_peak_sram_bytes:,} B (arena {tp.arena_bytes:,} B + "
+                      f"static {tp.static_bytes + tp.io_bytes:,} B)")
+        return
     p = _plan(g, planner)
     if board:
         from .build.platformio import render_project
