@@ -23,7 +23,7 @@ from ..errors import TinymemError
 from ..model.graph import Graph
 from ..npz import read_npz
 from .memory import updatable_ops, weights_per_channel
-from .scheme import RATIOS, Scheme, logits_op, updated_channels
+from .scheme import RATIOS, Scheme, logits_op, read_json_object, updated_channels
 
 MEASURED = "measured: accuracy gain of fine-tuning each candidate alone (tinymem train-plan)"
 PARAM_HEURISTIC = "heuristic, not measured: gain proportional to the parameters updated"
@@ -93,15 +93,7 @@ def save_gains(table: GainTable, path: str | Path) -> None:
 
 
 def load_gains(path: str | Path) -> GainTable:
-    try:
-        d = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise TinymemError(f"cannot read gain table {path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise TinymemError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(d, dict):
-        raise TinymemError(f"{path}: a gain table must be a JSON object")
-    return GainTable.from_dict(d)
+    return GainTable.from_dict(read_json_object(path, "gain table"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ applied twice, skipped or reordered.
 """
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -32,7 +31,7 @@ from ..model.graph import Graph
 from .codegen import render_training, training_io
 from .host import control, parse_status
 from .memory import TrainPlan, plan_training
-from .scheme import Scheme, logits_op
+from .scheme import Scheme, logits_op, read_json_object
 
 STATUS_TEXT = {1: "unknown mode", 2: "label out of range"}
 
@@ -47,14 +46,7 @@ def epoch_orders(n: int, epochs: int, seed: int) -> list[np.ndarray]:
 def load_train_plan(path: str | Path, g: Graph) -> TrainPlan:
     """The plan of a `tinymem train-plan` JSON (its scheme, reorder and planner), replanned for `g`;
     a plan whose recorded peak differs from the replanned one was made for another model."""
-    try:
-        d = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise TinymemError(f"cannot read training plan {path}: {e.strerror}") from None
-    except json.JSONDecodeError as e:
-        raise TinymemError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(d, dict):
-        raise TinymemError(f"{path}: a training plan must be a JSON object")
+    d = read_json_object(path)
     scheme = Scheme.from_dict(d.get("scheme", d))
     plan = plan_training(g, scheme, bool(d.get("reorder", True)), str(d.get("planner", "tinymem")))
     recorded = d.get("train_peak_sram_bytes")

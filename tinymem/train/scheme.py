@@ -50,16 +50,22 @@ class Scheme:
             raise TinymemError(f"bad training scheme: {e}") from None
 
 
-def load_scheme(path: str | Path) -> Scheme:
-    """A scheme from a train-plan JSON (its "scheme" member) or a bare scheme JSON."""
+def read_json_object(path: str | Path, what: str = "training plan") -> dict:
+    """A JSON file holding one object (a plan, a scheme, a gain table); one-line errors."""
     try:
         d = json.loads(Path(path).read_text())
     except OSError as e:
-        raise TinymemError(f"cannot read training plan {path}: {e.strerror}") from None
+        raise TinymemError(f"cannot read {what} {path}: {e.strerror}") from None
     except json.JSONDecodeError as e:
         raise TinymemError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(d, dict):
-        raise TinymemError(f"{path}: a training plan must be a JSON object")
+        raise TinymemError(f"{path}: a {what} must be a JSON object")
+    return d
+
+
+def load_scheme(path: str | Path) -> Scheme:
+    """A scheme from a train-plan JSON (its "scheme" member) or a bare scheme JSON."""
+    d = read_json_object(path)
     return Scheme.from_dict(d.get("scheme", d))
 
 
@@ -165,4 +171,4 @@ def backward_path(g: Graph, scheme: Scheme) -> BackwardPath:
 
 
 __all__ = ["BACKWARD_KINDS", "BackwardPath", "RATIOS", "Scheme", "TRAINABLE_KINDS", "backward_path",
-           "load_scheme", "logits_op", "out_channels", "trainable_ops", "updated_channels"]
+           "load_scheme", "read_json_object", "logits_op", "out_channels", "trainable_ops", "updated_channels"]
