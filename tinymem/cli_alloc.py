@@ -13,9 +13,12 @@ from .errors import TinymemError
 
 SEARCH_OPTIONS = [
     click.option("--small-max", type=int, default=256, show_default=True,
-                 help="Requests up to this many bytes get size-class pools (the O(1) path)."),
+                 help="The most a request may be for size-class pools (the O(1) path): the search tries pools up to "
+                      "this size, then half, down to none, and keeps the first whose heap is within 5% of a "
+                      "first-fit malloc's (newlib-nano's policy)."),
     click.option("--max-spill", type=float, default=0.02, show_default=True,
-                 help="Share of those requests the search may let find their pools full (they take the large region)."),
+                 help="Share of the requests the pools are for that may miss them (their pool full, or no class "
+                      "kept for their size): those take the large region."),
     click.option("--canaries", is_flag=True, help="A guard word at each block's end, checked at free (4 B a block)."),
 ]
 

@@ -58,8 +58,9 @@ static uint32_t layout(const tm_alloc_config_t *c, size_t heap_bytes, tm_heap_t 
         *h = (tm_heap_t){.n_classes = (uint8_t)c->n_classes, .shift = (uint8_t)shift,
                          .guard = c->canaries ? 4u : 0u, .page_shift = (uint8_t)page_shift,
                          .class_of = (uint16_t)off, .page_map = (uint16_t)(off + table), .pool_bytes = pool_bytes,
-                         .large_off = large_off, .large_n = large_n, .nw = words(large_n),
-                         .n_bins = bins_for(large_n)};
+                         .large_off = large_off, .large_n = large_n,
+                         .nc = words(words(large_n)), .n_bins = bins_for(large_n),
+                         .round = c->granule - 1u + (c->canaries ? 4u : 0u)};
         h->small_lim = prev > h->guard ? prev - h->guard : 0u;
         h->pools[c->n_classes] = (pool_t){0, pool_bytes, 0, 0};
     }
@@ -73,7 +74,6 @@ static uint32_t layout(const tm_alloc_config_t *c, size_t heap_bytes, tm_heap_t 
     }
     if (h) {
         h->st_at = words_at;
-        h->len_at = words_at + large_words(large_n) - (words(large_n) + 1u) / 2u;
         h->heap_end = large_off + (large_n << shift);
     }
     return 4u * (words_at + large_words(large_n));
@@ -102,6 +102,7 @@ tm_heap_t *tm_heap_init(const tm_alloc_config_t *cfg, void *heap, size_t heap_by
     h->heap.p = heap;
     h->on_error.f = tm_alloc_on_error;
     h->magic = MAGIC;
+    tm_large_init(h);
     uint8_t *table = (uint8_t *)meta + h->class_of, *map = (uint8_t *)meta + h->page_map;
     for (uint32_t k = h->n_classes; k-- > 0;) { /* sizes up to class k's map to class k */
         memset(table, (int)k, h->pools[k].size / 8u);
@@ -120,48 +121,74 @@ tm_heap_t *tm_heap_init(const tm_alloc_config_t *cfg, void *heap, size_t heap_by
 
 /* ---- errors ------------------------------------------------------------------------------- */
 
+/* Reported to the heap's handler; a heap never initialised (the default one, before its first
+ * allocation) has none yet: the default handler. */
 static void fault(tm_heap_t *h, int error, const void *p)
 {
-    h->on_error.f(error, p);
+    (h->magic == MAGIC ? h->on_error.f : tm_alloc_on_error)(error, p);
 }
 
 /* ---- blocks ------------------------------------------------------------------------------- */
 
-/* Everything the fast path does not take: zero or huge sizes, over-alignment, full pools. */
-SLOW void *alloc_slow(tm_heap_t *h, size_t n, size_t align)
+/* The default heap's metadata: zero until its first allocation initialises it. A zero header
+ * sends every call down a slow path (no class has a free slot, no size fits), which initialises
+ * it, so the fast paths need no test for that. */
+static uint64_t default_meta[(TM_ALLOC_META_BYTES + 7u) / 8u]; /* a region of its own */
+static tm_heap_t *default_init(void);
+#define DEFAULT_H ((tm_heap_t *)(void *)default_meta)
+#define DEFAULT_GUARD (TM_ALLOC_CANARIES ? 4u : 0u)
+#define DEFAULT_CLASS_OF ((uint32_t)(sizeof(tm_heap_t) + (TM_ALLOC_NUM_CLASSES + 1u) * sizeof(pool_t)))
+
+/* A request that failed: counted, and errno set as the C library's malloc does. */
+void *tm_alloc_failed(tm_heap_t *h)
 {
-    uint8_t *p = NULL;
-    if (n <= h->heap_end && align <= h->heap_end) { /* also keeps n + guard from wrapping */
-        const uint32_t need = (uint32_t)(n ? n : 1u) + h->guard;
-        if (need <= small_max(h) && align <= TM_ALLOC_ALIGN && (p = from_pool(h, need)) == NULL) {
-            ++h->spills;
-        }
-        if (!p) {
-            p = tm_large_aligned(h, need, align > (1u << h->shift) ? (uint32_t)align >> h->shift : 1u);
-        }
-    }
-    if (!p) {
-        ++h->failed;
-        SET_ERRNO(ENOMEM);
-    }
-    return p;
+    ++h->failed;
+    SET_ERRNO(ENOMEM);
+    return NULL;
 }
 
-INLINE void *alloc(tm_heap_t *h, size_t n)
+/* Everything the fast path does not take: zero or huge sizes, over-alignment, full pools; and the
+ * default heap's first allocation. */
+SLOW void *alloc_slow(tm_heap_t *h, size_t n, size_t align)
 {
-    if (n - 1u < h->small_lim) { /* n = 0 wraps: the slow path */
-        const uint32_t m = class_fits(h, (uint32_t)n + h->guard);
-        if (m) {
-            return pool_take(h, CLZ(m));
+    if (h->magic != MAGIC) {
+        return h == DEFAULT_H && default_init() ? alloc_slow(h, n, align) : NULL;
+    }
+    if (n <= h->heap_end && align <= h->heap_end) { /* also keeps n + guard from wrapping */
+        const uint32_t need = (uint32_t)(n ? n : 1u) + h->guard;
+        if (need <= small_max(h) && align <= TM_ALLOC_ALIGN) {
+            uint8_t *p = from_pool(h, need);
+            if (p) {
+                return p;
+            }
+            ++h->spills;
         }
-    } else if (n - 1u < h->heap_end) { /* no class fits: the large region */
-        void *p = tm_large_alloc(h, n);
+        if (align <= (1u << h->shift)) {
+            return tm_large_alloc(h, need - h->guard); /* counts its own failure */
+        }
+        uint8_t *p = tm_large_aligned(h, need, (uint32_t)align >> h->shift);
         if (p) {
             return p;
         }
     }
-    return alloc_slow(h, n, TM_ALLOC_ALIGN); /* zero, full pools, no room (to count and report) */
+    return tm_alloc_failed(h);
 }
+
+/* guard, class_of: the heap's (see tm_alloc_pool.h). */
+INLINE void *alloc(tm_heap_t *h, size_t n, uint32_t guard, uint32_t class_of)
+{
+    if (n - 1u < h->small_lim) { /* n = 0 wraps: the slow path */
+        const uint32_t m = class_fits(h, (uint32_t)n + guard, class_of);
+        if (m) {
+            return pool_take(h, CLZ(m), guard);
+        }
+    } else if (n - 1u < h->heap_end) { /* no class fits: the large region */
+        return tm_large_alloc(h, n);
+    }
+    return alloc_slow(h, n, TM_ALLOC_ALIGN); /* zero, full pools, huge (to count and report) */
+}
+
+#define ALLOC(h, n) alloc(h, n, (h)->guard, (h)->class_of)
 
 /* Which live block p is; reports and returns 0 if it is none. */
 static int find(tm_heap_t *h, const void *ptr, block_t *b)
@@ -226,14 +253,14 @@ SLOW void free_slow(tm_heap_t *h, void *p)
     }
 }
 
-INLINE void dealloc(tm_heap_t *h, void *p)
+INLINE void dealloc(tm_heap_t *h, void *p, uint32_t guard)
 {
     const uintptr_t off = (uintptr_t)p - (uintptr_t)h->heap.p; /* below the heap: wraps high */
     if (off >= h->pool_bytes) {
         if (p) {
-            tm_large_free(h, p); /* or not this heap's at all */
+            tm_large_free(h, p); /* or not this heap's at all (or a heap never initialised) */
         }
-    } else if (!pool_give(h, p, (uint32_t)off)) {
+    } else if (!pool_give(h, p, (uint32_t)off, guard)) {
         free_slow(h, p);
     }
 }
@@ -245,7 +272,7 @@ static void *calloc_(tm_heap_t *h, size_t n, size_t size)
         SET_ERRNO(ENOMEM);
         return NULL;
     }
-    void *p = alloc(h, n * size);
+    void *p = ALLOC(h, n * size);
     if (p) {
         memset(p, 0, n * size);
     }
@@ -265,7 +292,7 @@ static void *realloc_(tm_heap_t *h, void *p, size_t n)
 {
     block_t b;
     if (!p) {
-        return alloc(h, n);
+        return ALLOC(h, n);
     }
     if (!take_block(h, p, &b)) {
         return NULL;
@@ -287,7 +314,7 @@ static void *realloc_(tm_heap_t *h, void *p, size_t n)
             return p;
         }
     }
-    uint8_t *q = alloc(h, n);
+    uint8_t *q = ALLOC(h, n);
     if (q) {
         memcpy(q, p, n < b.cap - h->guard ? n : b.cap - h->guard);
         release(h, &b);
@@ -306,7 +333,7 @@ uint32_t tm_heap_owned(const tm_heap_t *h)
 void *tm_heap_malloc(tm_heap_t *h, size_t n)
 {
     TM_ALLOC_LOCK();
-    void *q = alloc(h, n);
+    void *q = ALLOC(h, n);
     TM_ALLOC_UNLOCK();
     return q;
 }
@@ -314,7 +341,7 @@ void *tm_heap_malloc(tm_heap_t *h, size_t n)
 void tm_heap_free(tm_heap_t *h, void *p)
 {
     TM_ALLOC_LOCK();
-    dealloc(h, p);
+    dealloc(h, p, h->guard);
     TM_ALLOC_UNLOCK();
 }
 
@@ -355,23 +382,21 @@ size_t tm_heap_usable_size(tm_heap_t *h, const void *p)
 
 static const tm_alloc_class_t default_classes[] = {TM_ALLOC_CLASSES};
 static uint8_t default_heap[TM_ALLOC_HEAP_BYTES] __attribute__((aligned(TM_ALLOC_GRANULE)));
-static uint64_t default_meta[(TM_ALLOC_META_BYTES + 7u) / 8u]; /* a region of its own */
-static tm_heap_t *default_h;
 
+/* Called under the lock, so two threads never both initialise it. */
 static __attribute__((noinline)) tm_heap_t *default_init(void)
 {
     const tm_alloc_config_t cfg = {default_classes, TM_ALLOC_NUM_CLASSES, TM_ALLOC_GRANULE, TM_ALLOC_CANARIES};
-    default_h = tm_heap_init(&cfg, default_heap, sizeof default_heap, default_meta, sizeof default_meta);
-    if (!default_h) { /* tinymem_alloc_config.h disagrees with itself: regenerate it */
+    tm_heap_t *h = tm_heap_init(&cfg, default_heap, sizeof default_heap, default_meta, sizeof default_meta);
+    if (!h) { /* tinymem_alloc_config.h disagrees with itself (its header stays zero): regenerate it */
         tm_alloc_on_error(TM_ALLOC_ERR_CORRUPT, default_meta);
     }
-    return default_h;
+    return h;
 }
 
-/* Called under the lock, so two threads never both initialise it. */
 static inline tm_heap_t *heap(void)
 {
-    return default_h ? default_h : default_init();
+    return DEFAULT_H->magic == MAGIC ? DEFAULT_H : default_init();
 }
 
 tm_heap_t *tm_alloc_default_heap(void)
@@ -393,7 +418,7 @@ tm_heap_t *tm_alloc_default_heap(void)
 void *tm_malloc(size_t n)
 {
     TM_ALLOC_LOCK();
-    void *q = alloc(heap(), n);
+    void *q = alloc(DEFAULT_H, n, DEFAULT_GUARD, DEFAULT_CLASS_OF); /* initialised by its slow path */
     TRACE('a', NULL, n, 0, q);
     TM_ALLOC_UNLOCK();
     return q;
@@ -403,14 +428,14 @@ void tm_free(void *p)
 {
     TM_ALLOC_LOCK();
     TRACE('f', p, 0, 0, NULL);
-    dealloc(heap(), p);
+    dealloc(DEFAULT_H, p, DEFAULT_GUARD); /* a zero header takes no pointer: reported, if not NULL */
     TM_ALLOC_UNLOCK();
 }
 
 void *tm_calloc(size_t n, size_t size)
 {
     TM_ALLOC_LOCK();
-    void *q = calloc_(heap(), n, size);
+    void *q = calloc_(DEFAULT_H, n, size);
     TRACE('c', NULL, n * size, 0, q);
     TM_ALLOC_UNLOCK();
     return q;
@@ -419,7 +444,7 @@ void *tm_calloc(size_t n, size_t size)
 void *tm_realloc(void *p, size_t n)
 {
     TM_ALLOC_LOCK();
-    void *q = realloc_(heap(), p, n);
+    void *q = realloc_(DEFAULT_H, p, n);
     TRACE('r', p, n, 0, q);
     TM_ALLOC_UNLOCK();
     return q;
@@ -428,7 +453,7 @@ void *tm_realloc(void *p, size_t n)
 void *tm_memalign(size_t align, size_t n)
 {
     TM_ALLOC_LOCK();
-    void *q = memalign_(heap(), align, n);
+    void *q = memalign_(DEFAULT_H, align, n);
     TRACE('m', NULL, n, align, q);
     TM_ALLOC_UNLOCK();
     return q;
@@ -442,7 +467,10 @@ void *tm_aligned_alloc(size_t align, size_t n)
 void tm_alloc_set_handler(tm_alloc_handler_t handler)
 {
     TM_ALLOC_LOCK();
-    tm_heap_set_handler(heap(), handler);
+    tm_heap_t *h = heap();
+    if (h) {
+        tm_heap_set_handler(h, handler);
+    }
     TM_ALLOC_UNLOCK();
 }
 

@@ -5,7 +5,8 @@
  * bytes only, so an overflow or a use-after-free write in the application cannot corrupt the
  * allocator. Small requests come from segregated size-class pools found with count-leading-zeros
  * on bitmaps (O(1)); larger ones from an address-ordered first-fit region described by bitmaps
- * of its runs, searched through hole-size bins (bounded by the holes of the request's size bin).
+ * of its runs, searched through each bitmap word's longest hole and rows of hole-size bins
+ * (bounded by the words of the request's own bin).
  * Double frees, frees of pointers it never returned and (with canaries) overflows past a
  * block's end are reported to a handler; tm_heap_check() verifies every invariant.
  *

@@ -16,12 +16,43 @@ static uint32_t popcount(const uint32_t *bm, uint32_t n_words)
     return n;
 }
 
+/* The first run start at or after i, or top (the start bits: every other word of runs). */
+static uint32_t next_start(const uint32_t *runs, uint32_t top, uint32_t i)
+{
+    for (; i < top; i = (i | 31u) + 1u) {
+        const uint32_t w = runs[2u * (i >> 5)] & (ALL >> (i & 31u));
+        if (w) {
+            i = (i & ~31u) + CLZ(w);
+            return i < top ? i : top;
+        }
+    }
+    return top;
+}
+
+/* The large region's free granules below top, and its longest hole (for the stats). */
+static uint32_t large_runs(const tm_heap_t *h, uint32_t *largest_hole)
+{
+    const uint32_t *runs = AT(h, h->runs);
+    uint32_t free_below = 0, largest = 0;
+    for (uint32_t s = 0, e; s < h->top; s = e) {
+        e = next_start(runs, h->top, s + 1u);
+        if (runs[2u * (s >> 5) + 1u] & MSB(s)) {
+            free_below += e - s;
+            largest = e - s > largest ? e - s : largest;
+        }
+    }
+    *largest_hole = largest;
+    return free_below;
+}
+
 void tm_heap_stats(tm_heap_t *h, tm_alloc_stats_t *s)
 {
     TM_ALLOC_LOCK();
-    uint32_t largest = 0, pool_free = 0, largest_slot = 0;
-    uint32_t live = popcount(useds(h), words(h->large_n));
-    const uint32_t tail = h->large_n - h->top, free_large = tm_large_runs(h, &largest) + tail;
+    uint32_t largest = 0, pool_free = 0, largest_slot = 0, live = 0;
+    for (const uint32_t *w = AT(h, h->runs), *end = w + 2u * words(h->large_n); w < end; w += 2) { /* block starts */
+        live += (uint32_t)__builtin_popcount(w[0] & ~w[1]);
+    }
+    const uint32_t tail = h->large_n - h->top, free_large = large_runs(h, &largest) + tail;
     largest = tail > largest ? tail : largest;
     for (uint32_t k = 0; k < h->n_classes; ++k) {
         const uint32_t count = pool_count(h, k), nfree = popcount(W(h, h->pools[k].bits) + 1, words(count));
@@ -81,12 +112,13 @@ static int layout_ok(const tm_heap_t *h)
         prev = p->size;
         at += 1u + words(pool_count(h, k));
     }
-    const uint32_t g = 1u << h->shift;
-    const uint32_t nw = words(h->large_n);
+    const uint32_t g = 1u << h->shift, n = h->large_n, nw = words(n), nc = words(nw), nb = bins_for(n);
+    const uint32_t *maps = W(h, at);
     return h->pool_bytes == base && h->st_at == at && h->large_off == ((base + g - 1u) & ~(g - 1u)) &&
-           h->large_n <= 0x7FFFFFFFu >> h->shift && h->n_bins == bins_for(h->large_n) && h->nw == nw &&
-           h->len_at == at + large_words(h->large_n) - (nw + 1u) / 2u &&
-           h->heap_end == h->large_off + (h->large_n << h->shift);
+           n <= 0x7FFFFFFFu >> h->shift && h->n_bins == nb && h->nc == nc &&
+           h->heap_end == h->large_off + (n << h->shift) && h->round == g - 1u + h->guard &&
+           h->base == LARGE_AT_VALUE(h) && h->runs == AT_VALUE(h, maps) && h->sum == AT_VALUE(h, maps + 2u * nw) &&
+           h->rows == AT_VALUE(h, maps + 2u * nw + nc) && h->longest == AT_VALUE(h, maps + 2u * nw + nc + nc * nb);
 }
 
 /* The pools: tables, bitmaps and their summaries, class bits, live guards. Their bytes in use. */
@@ -131,51 +163,63 @@ static int pools_ok(const tm_heap_t *h, uint32_t *in_use)
     return mask == h->class_mask ? TM_ALLOC_OK : TM_ALLOC_ERR_CORRUPT;
 }
 
-/* The large region: runs (blocks and holes) from the start bits, holes maximal and binned,
- * summaries exact, nothing at or past top, live guards. Adds its bytes in use. */
+/* The large region: runs (blocks and holes) from the start bits, holes maximal and within the
+ * bound on the longest, the summary exact, each word's longest hole and its row exact, nothing at
+ * or past top, live guards. Adds its bytes in use. */
 static int large_ok(const tm_heap_t *h, uint32_t *in_use)
 {
-    const uint32_t n = h->large_n, nw = words(n), top = h->top, *st = starts(h), *us = useds(h), *sum = sums(h);
-    if (top > n || top > h->high_water || h->high_water > n || (top && !get(st, 0)) ||
-        stray(st, top, nw) || stray(us, top, nw) || stray(sum, nw, words(nw))) {
+    const uint32_t n = h->large_n, nw = words(n), nb = h->n_bins, top = h->top;
+    const uint32_t *runs = AT(h, h->runs), *sum = AT(h, h->sum), *rows = AT(h, h->rows);
+    const uint16_t *longest = AT(h, h->longest);
+    if (top > n || top > h->high_water || h->high_water > n || h->fit_max > n || (top && !(runs[0] & MSB(0))) ||
+        stray(sum, nw, h->nc) || (nw & 1u && longest[nw])) {
         return TM_ALLOC_ERR_CORRUPT; /* before any scan bounded by them */
     }
     for (uint32_t j = 0; j < nw; ++j) {
-        if ((us[j] & ~st[j]) || get(sum, j) != (st[j] != 0)) {
-            return TM_ALLOC_ERR_CORRUPT; /* a block not starting a run; a summary bit wrong */
+        const uint32_t past = j << 5 >= top ? ALL : top - (j << 5) >= 32u ? 0u : ALL >> (top - (j << 5));
+        if ((runs[2u * j] & past) || (runs[2u * j + 1u] & ~runs[2u * j]) || get(sum, j) != (runs[2u * j] != 0)) {
+            return TM_ALLOC_ERR_CORRUPT; /* a start at or past top, a hole not starting a run, a wrong summary */
         }
     }
-    for (uint32_t c = 0; c < words(nw); ++c) { /* row summaries exact; no row bits past the last word */
-        const uint32_t *rows = bin_rows(h, c);
-        for (uint32_t b = 0; b < h->n_bins; ++b) {
-            if (get(rows, b) != (rows[1u + b] != 0) || (c + 1u == words(nw) && stray(rows + 1u + b, nw - 32u * c, 1u))) {
+    for (uint32_t c = 0; c < h->nc; ++c) { /* no row bits past the last word */
+        for (uint32_t b = 0; b < nb; ++b) {
+            if (c + 1u == h->nc && stray(rows + c * nb + b, nw - 32u * c, 1u)) {
                 return TM_ALLOC_ERR_CORRUPT;
             }
         }
-        if (stray(rows, h->n_bins, 1u)) {
-            return TM_ALLOC_ERR_CORRUPT;
-        }
     }
-    uint32_t blocks = 0, hole_before = 1; /* granule 0 has nothing before it: as if a hole */
+    uint32_t blocks = 0, hole_before = 0;
     for (uint32_t s = 0; s < top;) {
-        const uint32_t e = next_bit(st, top, s + 1u, 0);
-        const int last_in_word = e > (s | 31u) || e == top;
-        if (last_in_word && run_lengths(h)[s >> 5] != (e - s < LONG_RUN ? e - s : LONG_RUN)) {
-            return TM_ALLOC_ERR_CORRUPT; /* the last run of a word with a wrong length */
-        }
-        if (get(us, s)) {
-            if (!guard_ok(h, h->heap.p + h->large_off + (s << h->shift), (e - s) << h->shift)) {
+        const uint32_t e = next_start(runs, top, s + 1u);
+        if (runs[2u * (s >> 5) + 1u] & MSB(s)) {
+            if (hole_before || e == top || e - s > h->fit_max) {
+                return TM_ALLOC_ERR_CORRUPT; /* holes touch, the last run is free, or a hole is past the bound */
+            }
+            hole_before = 1;
+        } else {
+            if (!guard_ok(h, (const uint8_t *)(LARGE_ADDR(h) + (s << h->shift)), (e - s) << h->shift)) {
                 return TM_ALLOC_ERR_OVERFLOW;
             }
             blocks += e - s;
             hole_before = 0;
-        } else {
-            if (hole_before == 2u || e == top || !get(bin_rows(h, s >> 10) + 1u + bin_of(e - s), s >> 5 & 31u)) {
-                return TM_ALLOC_ERR_CORRUPT; /* holes touch, the last run is free, or a hole is not binned */
-            }
-            hole_before = 2u;
         }
         s = e;
+    }
+    for (uint32_t j = 0; j < nw; ++j) { /* each word's longest hole, and its row */
+        uint32_t m = 0;
+        for (uint32_t holes = runs[2u * j + 1u]; holes; holes &= ~MSB(CLZ(holes))) {
+            const uint32_t s = (j << 5) + CLZ(holes), len = next_start(runs, top, s + 1u) - s;
+            m = len > m ? len : m;
+        }
+        m = m < LONG_HOLE ? m : LONG_HOLE;
+        if (longest[j] != m) {
+            return TM_ALLOC_ERR_CORRUPT;
+        }
+        for (uint32_t b = 0; b < nb; ++b) {
+            if (get(rows + (j >> 5) * nb + b, j & 31u) != (m && bin_of(m) == b)) {
+                return TM_ALLOC_ERR_CORRUPT;
+            }
+        }
     }
     *in_use += blocks << h->shift;
     return h->large_in_use == blocks << h->shift && h->large_peak >= h->large_in_use ? TM_ALLOC_OK

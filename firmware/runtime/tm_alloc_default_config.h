@@ -5,7 +5,7 @@
 #define TM_ALLOC_DEFAULT_CONFIG_H
 
 #define TM_ALLOC_HEAP_BYTES 16384u /* user bytes: pools, then the large region */
-#define TM_ALLOC_META_BYTES 556u   /* out-of-band metadata: tm_alloc_meta_bytes() of this config */
+#define TM_ALLOC_META_BYTES 576u   /* out-of-band metadata: tm_alloc_meta_bytes() of this config */
 #define TM_ALLOC_GRANULE 16u
 #define TM_ALLOC_CANARIES 1
 #define TM_ALLOC_TRACE 0

@@ -25,7 +25,7 @@ from ..errors import TinymemError
 from .trace import FREE, MEMALIGN, REALLOC, Trace
 
 # Mirrors of tm_alloc_impl.h (tests check them against the C).
-HEADER_BYTES, POOL_RECORD_BYTES, MAX_PAGES = 104, 16, 64
+HEADER_BYTES, POOL_RECORD_BYTES, MAX_PAGES, LARGE_BINS = 128, 16, 64, 10
 MAX_CLASSES, MAX_SLOTS, MAX_CLASS_SIZE = 32, 1024, 4096
 GRANULES = (8, 16, 32)
 MARKER = "tinymem-alloc-config:"
@@ -37,10 +37,10 @@ def _words(bits: int) -> int:
 
 def large_words(granules: int) -> int:
     """Metadata words of a large region of that many granules (large_words() in tm_alloc_impl.h):
-    its start and used bitmaps, the summary of start, per 32 words a row summary and the hole bins,
-    and a 16-bit run length per word."""
+    per word of granules its run starts and hole starts, a summary bit per word, per 32 words a row
+    per hole-size bin (at most LARGE_BINS), and per word its longest hole (16 bits)."""
     w = _words(granules)
-    return 2 * w + _words(w) * (2 + granules.bit_length()) + (w + 1) // 2
+    return 2 * w + _words(w) * (1 + min(granules.bit_length(), LARGE_BINS)) + (w + 1) // 2
 
 
 @dataclass(frozen=True)
