@@ -121,10 +121,16 @@ def board_steps(console: Console, g, plan, xq: np.ndarray, y: np.ndarray, host_o
     from .build.boards import load_board
     from .link.report import layers_table, memory_lines, plot_profile
     from .link.run import run_on_board
+    from .ops.isa import core_isa
+    from .plan import make_plan
 
     board = load_board(board_id)
+    # The board runs its fastest kernel set (the DSP kernels on a Cortex-M4/M7), planned for it: its
+    # outputs must still equal the host's portable build and LiteRT's, bit for bit.
+    plan = make_plan(g, "tinymem", isa=core_isa(board.core))
     where = f"QEMU {board.qemu_machine}" if board.emulated else "hardware"
-    console.rule(f"[bold]5. run on the board[/bold] {board.id} ({where}), RAM limited to {board.sram_bytes // 1024} KB")
+    console.rule(f"[bold]5. run on the board[/bold] {board.id} ({where}), RAM limited to {board.sram_bytes // 1024} KB, "
+                 f"{plan.isa} kernels")
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
