@@ -78,12 +78,21 @@ def run_c_test(test: Path, args: list[str], board, out_dir: Path, heap_max: int 
     out = bytearray()
     with emulator(board.qemu_machine, built.elf) as emu:
         deadline = time.monotonic() + timeout
-        while emu.proc.poll() is None and time.monotonic() < deadline:
+        running = True
+        while time.monotonic() < deadline:
+            # QEMU may exit with its last bytes still in the socket: read until the link is drained
+            # (nothing more for a moment after the process ended) or closed.
             ready, _, _ = select.select([emu.serial.fileno()], [], [], 0.1)
             if ready:
                 try:
-                    out += emu.serial.read(4096)
+                    chunk = emu.serial.read(4096)
                 except Exception:  # noqa: BLE001 - the link closes when QEMU exits: what came is kept
                     break
+                out += chunk
+                if chunk:
+                    continue
+            if not running:
+                break
+            running = emu.proc.poll() is None
         status = emu.wait(max(1.0, deadline - time.monotonic()))
     return status, out.decode(errors="replace")
