@@ -67,20 +67,6 @@ void tm_dsp_conv_1x1_s8(const tm_dsp_conv_params *p, const int8_t *input, int8_t
 
 /* ---- any filter: gathered windows --------------------------------------------------------- */
 
-/* Taps [*lo, *hi) of a filter axis whose input coordinate origin + k * dil lies in [0, size). */
-static void taps_inside(int32_t origin, int32_t dil, int32_t k, int32_t size, int32_t *lo, int32_t *hi)
-{
-    int32_t a = 0, b = k;
-    while (a < k && origin + a * dil < 0) {
-        ++a;
-    }
-    while (b > a && origin + (b - 1) * dil >= size) {
-        --b;
-    }
-    *lo = a;
-    *hi = b;
-}
-
 /* Where pixel *at's taps lie: rows [ky_lo, ky_hi) and columns [kx_lo, kx_hi) are inside the
  * image; `origin` is the input offset of tap (0, 0), an integer until it points inside. */
 typedef struct {
@@ -92,8 +78,8 @@ static taps pixel_taps(const tm_conv_geometry *g, const dsp_pixel *at)
     const int32_t iy0 = at->oy * g->stride_h - g->pad_top, ix0 = at->ox * g->stride_w - g->pad_left;
     taps t;
     t.origin = ((at->b * g->in_h + iy0) * g->in_w + ix0) * g->in_c;
-    taps_inside(iy0, g->dil_h, g->k_h, g->in_h, &t.ky_lo, &t.ky_hi);
-    taps_inside(ix0, g->dil_w, g->k_w, g->in_w, &t.kx_lo, &t.kx_hi);
+    tm_conv_tap_range(iy0, g->dil_h, g->k_h, g->in_h, &t.ky_lo, &t.ky_hi);
+    tm_conv_tap_range(ix0, g->dil_w, g->k_w, g->in_w, &t.kx_lo, &t.kx_hi);
     return t;
 }
 

@@ -57,21 +57,6 @@ static inline int8_t conv_output(const tm_conv_quant *q, int32_t bias, int32_t m
     return (int8_t)v;
 }
 
-/* Taps [*lo, *hi) of a filter axis whose input coordinate origin + k * dil lies in [0, size).
- * At most k steps, no division. */
-static void tap_range(int32_t origin, int32_t dil, int32_t k, int32_t size, int32_t *lo, int32_t *hi)
-{
-    int32_t a = 0, b = k;
-    while (a < k && origin + a * dil < 0) {
-        ++a;
-    }
-    while (b > a && origin + (b - 1) * dil >= size) {
-        --b;
-    }
-    *lo = a;
-    *hi = b;
-}
-
 /* ---- CONV_2D ------------------------------------------------------------------------------ */
 
 /* sum[p * filters + j] += window p . filter j over `len` elements, for TM_CONV_PIXELS windows
@@ -192,8 +177,8 @@ static void gather_pixel(const tm_conv_geometry *g, const int8_t *input, int32_t
     const int32_t iy0 = at->oy * g->stride_h - g->pad_top;
     const int32_t ix0 = at->ox * g->stride_w - g->pad_left;
     int32_t ky_lo, ky_hi, kx_lo, kx_hi;
-    tap_range(iy0, g->dil_h, g->k_h, g->in_h, &ky_lo, &ky_hi);
-    tap_range(ix0, g->dil_w, g->k_w, g->in_w, &kx_lo, &kx_hi);
+    tm_conv_tap_range(iy0, g->dil_h, g->k_h, g->in_h, &ky_lo, &ky_hi);
+    tm_conv_tap_range(ix0, g->dil_w, g->k_w, g->in_w, &kx_lo, &kx_hi);
     for (int32_t grp = 0; grp < groups; ++grp) {
         gather_patch(g, x + grp * fc, iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi, fc, pad, windows + grp * padded);
     }
@@ -306,11 +291,11 @@ void tm_depthwise_conv_s8(const tm_depthwise_conv_params *p, const int8_t *input
         for (int32_t oy = 0; oy < g.out_h; ++oy) {
             const int32_t iy0 = oy * g.stride_h - g.pad_top;
             int32_t ky_lo, ky_hi;
-            tap_range(iy0, g.dil_h, g.k_h, g.in_h, &ky_lo, &ky_hi);
+            tm_conv_tap_range(iy0, g.dil_h, g.k_h, g.in_h, &ky_lo, &ky_hi);
             for (int32_t ox = 0; ox < g.out_w; ++ox) {
                 const int32_t ix0 = ox * g.stride_w - g.pad_left;
                 int32_t kx_lo, kx_hi;
-                tap_range(ix0, g.dil_w, g.k_w, g.in_w, &kx_lo, &kx_hi);
+                tm_conv_tap_range(ix0, g.dil_w, g.k_w, g.in_w, &kx_lo, &kx_hi);
                 const int has_padding = ky_lo > 0 || ky_hi < g.k_h || kx_lo > 0 || kx_hi < g.k_w;
                 /* Offsets of the first tap inside the image, and of the end of a whole-block read
                  * at the last one. */

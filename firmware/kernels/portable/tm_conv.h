@@ -64,6 +64,23 @@ typedef struct {
     const int8_t *weights; /* [k_h][k_w][out_c], zero point 0, then padding (above) */
 } tm_depthwise_conv_params;
 
+/* Taps [*lo, *hi) of a filter axis whose input coordinate origin + k * dil lies in [0, size):
+ * which taps of an output pixel lie inside the image. At most k steps, no division. Shared by the
+ * portable and the DSP conv kernels. */
+static inline void tm_conv_tap_range(int32_t origin, int32_t dil, int32_t k, int32_t size, int32_t *lo,
+                                     int32_t *hi)
+{
+    int32_t a = 0, b = k;
+    while (a < k && origin + a * dil < 0) {
+        ++a;
+    }
+    while (b > a && origin + (b - 1) * dil >= size) {
+        --b;
+    }
+    *lo = a;
+    *hi = b;
+}
+
 /* TM_CONV_PIXELS output pixels at a time: every group's window of each is gathered into
  * `scratch`, widened to int16 and zero-padded to whole chunks (2 * TM_CONV_PIXELS * groups *
  * round_up(k_h * k_w * filter_c, TM_CONV_DOT_CHUNK) + 1 bytes; padded taps hold the input zero
