@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TinymemError
+from ..sim.host import SANITIZE_FLAGS, WARN_FLAGS, host_cc, run_binary
 from .reservoir import LsmConfig, Weights, weights
 
 STORAGES = ("flash", "seed")
@@ -110,13 +111,7 @@ class HostLsm:
 
     def run(self, frames: np.ndarray, timeout: float = 600) -> tuple[np.ndarray, np.ndarray | None]:
         packed = pack_frames(frames)
-        try:
-            proc = subprocess.run([str(self.exe)], input=packed.tobytes(), capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise TinymemError(f"the host LSM build timed out after {timeout:.0f} s") from None
-        if proc.returncode != 0:
-            why = (proc.stderr.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
-            raise TinymemError(f"the host LSM build failed (exit {proc.returncode}): {why}")
+        proc = run_binary(self.exe, packed.tobytes(), "the host LSM build", timeout=timeout)
         sizes = output_sizes(self.cfg)
         raw = np.frombuffer(proc.stdout, np.uint8)
         if raw.size != len(packed) * sum(sizes):
@@ -128,8 +123,6 @@ class HostLsm:
 def build_host_lsm(cfg: LsmConfig, workdir: str | Path | None = None, storage: str = "flash",
                    sanitize: bool = False) -> HostLsm:
     """Render and compile the LSM C with the host compiler (warnings are errors)."""
-    from ..sim.host import SANITIZE_FLAGS, WARN_FLAGS, host_cc
-
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tinymem-lsm-"))
     files, _ = render_lsm(cfg, work, storage, host_main=True)
     exe = work / ("lsm_asan" if sanitize else "lsm")

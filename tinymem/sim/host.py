@@ -26,6 +26,20 @@ def host_cc() -> str:
     return cc
 
 
+def run_binary(exe: Path, payload: bytes, what: str, repeat: int = 0, timeout: float = 600):
+    """Run a host build of generated C (samples on stdin, outputs on stdout); a timeout or a
+    non-zero exit is one line naming `what` with the end of its stderr."""
+    args = [str(exe)] + ([str(repeat)] if repeat else [])
+    try:
+        proc = subprocess.run(args, input=payload, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise TinymemError(f"{what} timed out after {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip()[-2000:] or "no message"
+        raise TinymemError(f"{what} failed (exit {proc.returncode}): {why}")
+    return proc
+
+
 @dataclass
 class HostModel:
     graph: Graph
@@ -40,13 +54,7 @@ class HostModel:
         arrays, n = model_inputs(g, [inputs] if isinstance(inputs, np.ndarray) else list(inputs))
         per_sample = [np.ascontiguousarray(a).reshape(n, -1) for a in arrays]
         payload = b"".join(b"".join(a[i].tobytes() for a in per_sample) for i in range(n))
-        args = [str(self.exe)] + ([str(repeat)] if repeat else [])
-        try:
-            proc = subprocess.run(args, input=payload, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise TinymemError(f"host simulation timed out after {timeout:.0f} s") from None
-        if proc.returncode != 0:
-            raise TinymemError(f"host simulation failed (exit {proc.returncode}): {proc.stderr.decode(errors='replace').strip()[-2000:]}")
+        proc = run_binary(self.exe, payload, "host simulation", repeat, timeout)
         self.last_stderr = proc.stderr.decode(errors="replace")
         outs = []
         raw = np.frombuffer(proc.stdout, dtype=np.int8)

@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import TinymemError
 from ..model.boundary import sample_shape
 from ..model.graph import Graph
+from ..sim.host import SANITIZE_FLAGS, WARN_FLAGS, host_cc, run_binary
 from .codegen import CONTROL_BYTES, MODES, STATUS_BYTES, _render
 from .forward import layer_params, wrap32
 from .layers import LayerSpec, channel_rows, train_graph
@@ -87,14 +88,7 @@ class TrainHostModel:
                                f"[N, {CONTROL_BYTES}] bytes; got {xs.dtype} {list(xs.shape)} and {list(cs.shape)}")
         xs, cs = xs.reshape(len(xs), -1), cs.astype(np.int8).reshape(len(xs), CONTROL_BYTES)
         payload = b"".join(x.tobytes() + c.tobytes() for x, c in zip(xs, cs))
-        args = [str(self.exe)] + ([str(repeat)] if repeat else [])
-        try:
-            proc = subprocess.run(args, input=payload, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise TinymemError(f"the host training build timed out after {timeout:.0f} s") from None
-        if proc.returncode != 0:
-            why = proc.stderr.decode(errors="replace").strip()[-2000:] or "no message"
-            raise TinymemError(f"the host training build failed (exit {proc.returncode}): {why}")
+        proc = run_binary(self.exe, payload, "the host training build", repeat, timeout)
         logits = g.t(self.plan.path.logits.outputs[0])
         per = logits.nbytes + STATUS_BYTES
         dumps = [(a, np.dtype(a["dtype"]).itemsize * a["count"]) for a in (self.probe or [])]
@@ -135,7 +129,6 @@ def build_host_training(g: Graph, train_plan, workdir: str | Path | None = None,
                         probe: bool = False) -> TrainHostModel:
     """Render the training firmware with the host driver (or, with `probe`, the test driver that
     dumps SRAM parameters) and compile it with the host compiler, warnings as errors."""
-    from ..sim.host import SANITIZE_FLAGS, WARN_FLAGS, host_cc
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="tinymem-train-"))
     files, ctx = _render(g, train_plan, work, host_main=not probe, probe=probe)
