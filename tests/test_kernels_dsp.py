@@ -19,6 +19,7 @@ from harness import assert_bit_exact, assert_bit_exact_at_margin, random_inputs
 from modelgen import ACT, PADDING, ModelBuilder, options, rand_int8, rand_scale
 from reference import litert_run
 from test_op_conv import conv_model
+from test_op_elementwise import PATTERNS, binary_model, random_shapes
 from test_op_fully_connected import fc_model
 from test_op_pool import pool_model
 from tinymem.model.tflite import parse_tflite
@@ -86,6 +87,17 @@ int main(void)
             printf("acc %d m %d shift %d zp %d: %d != %d\n", acc, m, shift, zp, got, want);
             return 1;
         }
+        /* the ADD rescale: any x below 2^30 (inputs are multiples of 2^20, sums are not), shift <= 0 */
+        const int32_t sh = -(int32_t)(next() % 32u);
+        int32_t v = (int32_t)(next() % (1u << 31)) - (1 << 30);
+        if (i % 3 == 1) v = ((int32_t)(next() % 511u) - 255) * (1 << 20);
+        if (i % 3 == 2) v >>= next() % 30u;
+        const int32_t r_want = tm_requantize_double_rounding(v, m, sh);
+        const int32_t r_got = tm_dsp_rescale(2 * v, tm_dsp_rescale_of(m, sh));
+        if (r_got != r_want) {
+            printf("rescale x %d m %d shift %d: %d != %d\n", v, m, sh, r_got, r_want);
+            return 1;
+        }
         const int32_t a = (int32_t)next(), b = (int32_t)next();
         int32_t max = 0;
         for (int lane = 0; lane < 4; ++lane) {
@@ -105,7 +117,9 @@ int main(void)
 
 def test_requantization_identity_on_host(tmp_path):
     """tm_dsp_requant (SMMULR form) equals TFLite's double rounding wherever codegen uses it
-    (|acc| < 2^30, shift < 0), on millions of draws and the edges."""
+    (|acc| < 2^30, shift < 0), and so does ADD's tm_dsp_rescale (|x| < 2^30, shift <= 0), on
+    millions of draws and the edges. (A one-off in ADD's input rescale rarely reaches its int8
+    output, so whole-model tests alone would not catch one.)"""
     src = tmp_path / "check.c"
     src.write_text(REQUANT_CHECK)
     exe = tmp_path / "check"
@@ -173,6 +187,28 @@ def test_max_pool_random(case, rng, tmp_path):
     assert_dsp_exact(model, rng, tmp_path, "tm_dsp_max_pool_s8", n=3)
 
 
+@pytest.mark.parametrize("case", range(8))
+def test_add_random(case, rng, tmp_path):
+    """Every broadcast pattern, constant operands, every activation; thousands of elements a case
+    so the rounding halves of all three rescales come up."""
+    a_shape, b_shape = random_shapes(rng, PATTERNS[case % 4])
+    a_shape = [*a_shape[:-1], a_shape[-1] * 16]  # more elements (the pattern is kept)
+    b_shape = [*b_shape[:-1], b_shape[-1] * 16] if b_shape and b_shape[-1] > 1 else b_shape
+    const = (None, 1, None, 0)[case % 4] if case >= 4 else None
+    model = binary_model(rng, "ADD", a_shape, b_shape, act=ACTS[case % 4], const=const)
+    assert_dsp_exact(model, rng, tmp_path, "tm_dsp_add_const_s8" if const is not None else "tm_dsp_add_s8", n=3)
+
+
+def test_add_extreme_scales_dsp(rng, tmp_path):
+    """One input's multiplier tiny (a long right shift), the other's 0.5 (no shift at all)."""
+    for i, (sa, sb, sy) in enumerate([(0.5, 2e-4, 0.9), (1e-3, 0.2, 0.0004), (0.05, 0.05, 0.05)]):
+        m = ModelBuilder()
+        a, b = m.act([1, 8, 8, 16], sa, -3), m.act([1, 8, 8, 16], sb, 17)
+        y = m.act([1, 8, 8, 16], sy, -1)
+        m.op("ADD", [a, b], [y], options("AddOptions", fusedActivationFunction=0))
+        assert_dsp_exact(m.build([a, b], [y]), rng, tmp_path / str(i), "tm_dsp_add_s8")
+
+
 @pytest.mark.parametrize("kind,geo", [
     ("CONV_2D", dict(in_hwc=(5, 6, 3), k_hw=(3, 3), out_c=7, stride=(2, 2), act="RELU6")),
     ("CONV_2D", dict(in_hwc=(4, 5, 13), k_hw=(1, 1), out_c=9)),
@@ -187,11 +223,13 @@ def test_sanitized(kind, geo, rng, tmp_path):
     assert all(f.startswith("tm_dsp_") for f in kernels_of(model))
 
 
-def test_fc_and_pool_sanitized(rng, tmp_path):
+def test_fc_pool_add_sanitized(rng, tmp_path):
     with kernel_isa(ARMV7EM):
         assert_bit_exact(fc_model(rng, 2, 37, 11, act="RELU"), rng, n=2, sanitize=True, tmp_path=tmp_path / "fc")
         model = pool_model(rng, "MAX_POOL_2D", (1, 7, 6, 8), (3, 2), (2, 1), "SAME", act="RELU6")
         assert_bit_exact(model, rng, n=2, sanitize=True, tmp_path=tmp_path / "pool", align=1)
+        model = binary_model(rng, "ADD", [1, 3, 1, 5], [1, 1, 4, 5], act="RELU")
+        assert_bit_exact(model, rng, n=2, sanitize=True, tmp_path=tmp_path / "add", align=1)
 
 
 @pytest.mark.parametrize("kind,geo", [
@@ -297,14 +335,20 @@ def add_conv(m, rng, x, shape, scale, kind, k, out_c, stride, padding="SAME", ac
 
 def dsp_network(rng, size=(13, 11)) -> bytes:
     """Every DSP kernel once, with borders, odd pixel counts and clamps: staged first layer,
-    1x1 expansion, depthwise stride 1 and 2, whole-quad 3x3 conv, max pool, fully connected."""
+    1x1 expansion, depthwise stride 1 (and a residual ADD around it) and 2, whole-quad 3x3 conv,
+    max pool, fully connected."""
     m = ModelBuilder()
     shape, scale = [1, *size, 3], 0.02
     x0 = x = m.act(shape, scale, -5)
     for kind, k, out_c, stride, act in [("CONV_2D", 3, 8, 2, "RELU6"), ("CONV_2D", 1, 20, 1, "NONE"),
                                         ("DEPTHWISE_CONV_2D", 3, 20, 1, "RELU"),
                                         ("DEPTHWISE_CONV_2D", 3, 20, 2, "RELU6"), ("CONV_2D", 3, 12, 1, "NONE")]:
+        before, before_scale = x, scale
         x, shape, scale = add_conv(m, rng, x, shape, scale, kind, k, out_c, stride, act=act)
+        if kind == "DEPTHWISE_CONV_2D" and stride == 1:
+            total = m.act(shape, scale + before_scale, int(rng.integers(-20, 20)))
+            m.op("ADD", [x, before], [total], options("AddOptions", fusedActivationFunction=ACT["RELU6"]))
+            x, scale = total, scale + before_scale
     pooled = m.act([1, shape[1] // 2, shape[2] // 2, shape[3]], scale, m.tensors[x].quantization.zeroPoint[0])
     m.op("MAX_POOL_2D", [x], [pooled], options("Pool2DOptions", padding=PADDING["VALID"], strideH=2, strideW=2,
                                                 filterHeight=2, filterWidth=2))
@@ -326,7 +370,7 @@ def test_every_dsp_kernel_on_the_m4(rng, tmp_path):
     model = dsp_network(rng)
     fns = kernels_of(model)
     assert {"tm_dsp_conv_s8", "tm_dsp_conv_1x1_s8", "tm_dsp_depthwise_3x3_s8", "tm_dsp_max_pool_s8",
-            "tm_dsp_fully_connected_s8"} <= set(fns), fns
+            "tm_dsp_fully_connected_s8", "tm_dsp_add_s8"} <= set(fns), fns
     g = parse_tflite(model, "dsp network")
     x = random_inputs(g, rng, 3)
     run = run_on_board(g, make_plan(g, isa=ARMV7EM), load_board("mps2_an386"), x, project_dir=tmp_path / "proj")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import register
+from .armv7em import dsp_enabled
 from .base import Kernel, OpDef, PatchCall, TinymemError, UnsupportedError, Window, check_shape, fused_range
 from .shape import MAX_DIMS, braces, check_int8_const, raster_overlap, row_major_strides
 from ..model.quant import quantize_multiplier, quantize_multiplier_smaller_than_one
@@ -90,6 +91,10 @@ class _Binary(OpDef):
         """Kind-specific struct fields (multipliers and shifts)."""
         raise NotImplementedError
 
+    def kernel_function(self, requant: dict) -> str:
+        """The kernel's name without its _s8 / _const_s8 ending, for the kernel set in use."""
+        return self.function
+
     # --- patch-based inference ---------------------------------------------------------------
     # Activation operands are 4-D (a spatial size of 1 broadcasts); a constant operand must
     # broadcast over rows and columns. The kernel reads any sub-window through its strides.
@@ -148,11 +153,11 @@ class _Binary(OpDef):
         y = g.t(op.outputs[0])
         ext, sa, sb = zip(*broadcast_dims(a.shape, b.shape, y.shape))
         act_min, act_max = fused_range(op, y)
-        k = Kernel(prefix, self.function + ("_const_s8" if b.is_const else "_s8"), self.struct)
+        requant = self.requant(a, b, y)
+        k = Kernel(prefix, self.kernel_function(requant) + ("_const_s8" if b.is_const else "_s8"), self.struct)
         k.fields = {
             "bc": f"{{ .dims = {len(ext)}, .shape = {braces(ext)}, .a_stride = {braces(sa)}, .b_stride = {braces(sb)} }}",
-            "a_offset": -a.quant.scalar()[1], "b_offset": -b.quant.scalar()[1],
-            **self.requant(a, b, y),
+            "a_offset": -a.quant.scalar()[1], "b_offset": -b.quant.scalar()[1], **requant,
             "output_offset": y.quant.scalar()[1], "act_min": act_min, "act_max": act_max,
         }
         if b.is_const:
@@ -165,6 +170,12 @@ class Add(_Binary):
     kinds = ("ADD",)
     function = "tm_add"
     struct = "tm_add_params"
+
+    def kernel_function(self, requant):
+        # The DSP kernel takes the same parameters; its rescales are right shifts only (a real
+        # multiplier that rounds up to 2^31 becomes shift 1: the portable kernel takes that).
+        right = all(requant[f] <= 0 for f in ("a_shift", "b_shift", "output_shift"))
+        return "tm_dsp_add" if dsp_enabled() and right else self.function
 
     def requant(self, a, b, y):
         # Both inputs rescaled to twice the larger input scale, then that sum to the output.

@@ -196,4 +196,27 @@ TM_DSP_INLINE int32_t tm_dsp_clamp(int32_t v, int32_t act_min, int32_t act_max)
     return v < act_max ? v : act_max;
 }
 
+/* gemmlowp's double rounding, RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x, mult), e)
+ * with e = -shift >= 0 (TFLite's *SmallerThanOneExp rescales: ADD), for |x| < 2^30, from x2 = 2x.
+ * SaturatingRoundingDoublingHighMul rounds x * mult / 2^31 half up for either sign (its
+ * -2^30 + 1 nudge and truncation do that for negative products) and never saturates here
+ * (mult < 2^31); SMMULR(2x, mult) = floor((2x * mult + 2^31) / 2^32) is the same number.
+ * RoundingDivideByPOT(h, e) rounds half away from zero: (h + 2^(e-1) - [h < 0]) >> e for e > 0,
+ * h for e = 0 (neg_e masks the sign term off). Four instructions on a Cortex-M4. */
+typedef struct {
+    int32_t mult, e, half, neg_e; /* neg_e: -1 if e > 0, else 0 */
+} tm_dsp_rescaler;
+
+TM_DSP_INLINE tm_dsp_rescaler tm_dsp_rescale_of(int32_t mult, int32_t shift)
+{
+    const int32_t e = -shift;
+    return (tm_dsp_rescaler){mult, e, e ? 1 << (e - 1) : 0, e ? -1 : 0};
+}
+
+TM_DSP_INLINE int32_t tm_dsp_rescale(int32_t x2, tm_dsp_rescaler r)
+{
+    const int32_t h = tm_smmulr(x2, r.mult);
+    return (h + r.half + ((h >> 31) & r.neg_e)) >> r.e;
+}
+
 #endif /* TM_DSP_H */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "tm_conv.h"
+#include "tm_elementwise.h"
 #include "tm_pool.h"
 
 /* GEMM stream (conv and fully connected), per group of output channels (two for conv, four for
@@ -77,5 +78,11 @@ void tm_dsp_fully_connected_s8(const tm_dsp_fully_connected_params *p, const int
  * per SSUB8/SEL pair per tap. Per pixel, four channels at a time, each four written after their
  * window is read: within the portable kernel's overlap rule. */
 void tm_dsp_max_pool_s8(const tm_pool_params *p, const int8_t *input, int8_t *output);
+
+/* ADD with the portable kernel's parameters (tm_add_params) and broadcasting: each of its three
+ * rescales one SMMULR and three ALU instructions (tm_dsp_add.c says why that is exact). Any
+ * int8 ADD codegen accepts (its rescales are right shifts, its values small enough). */
+void tm_dsp_add_s8(const tm_add_params *p, const int8_t *a, const int8_t *b, int8_t *output);
+void tm_dsp_add_const_s8(const tm_add_params *p, const int8_t *a, int8_t *output);
 
 #endif /* TM_DSP_KERNELS_H */

@@ -10,12 +10,8 @@ static inline int32_t requant(int32_t x, int32_t multiplier, int32_t shift)
     return tm_requantize_double_rounding(x, multiplier, shift);
 }
 
-/* One innermost row: n outputs, operands stepping by a_step / b_step (0 when broadcast). */
-typedef void (*tm_row_fn)(const void *p, const int8_t *a, int32_t a_step, const int8_t *b,
-                          int32_t b_step, int8_t *out, int32_t n);
-
-static void broadcast_rows(const tm_broadcast *bc, const void *p, const int8_t *a, const int8_t *b,
-                           int8_t *out, tm_row_fn row)
+void tm_broadcast_rows(const tm_broadcast *bc, const void *p, const int8_t *a, const int8_t *b, int8_t *out,
+                       tm_row_fn row)
 {
     const int32_t last = bc->dims - 1;
     const int32_t n = bc->shape[last];
@@ -55,20 +51,20 @@ static void mul_row(const void *vp, const int8_t *a, int32_t a_step, const int8_
 
 void tm_add_s8(const tm_add_params *p, const int8_t *a, const int8_t *b, int8_t *output)
 {
-    broadcast_rows(&p->bc, p, a, b, output, add_row);
+    tm_broadcast_rows(&p->bc, p, a, b, output, add_row);
 }
 
 void tm_add_const_s8(const tm_add_params *p, const int8_t *a, int8_t *output)
 {
-    broadcast_rows(&p->bc, p, a, p->b_const, output, add_row);
+    tm_broadcast_rows(&p->bc, p, a, p->b_const, output, add_row);
 }
 
 void tm_mul_s8(const tm_mul_params *p, const int8_t *a, const int8_t *b, int8_t *output)
 {
-    broadcast_rows(&p->bc, p, a, b, output, mul_row);
+    tm_broadcast_rows(&p->bc, p, a, b, output, mul_row);
 }
 
 void tm_mul_const_s8(const tm_mul_params *p, const int8_t *a, int8_t *output)
 {
-    broadcast_rows(&p->bc, p, a, p->b_const, output, mul_row);
+    tm_broadcast_rows(&p->bc, p, a, p->b_const, output, mul_row);
 }

@@ -33,6 +33,15 @@ typedef struct {
     const int8_t *b_const;
 } tm_mul_params;
 
+/* One innermost row: n outputs, operands stepping by a_step / b_step (0 when broadcast). */
+typedef void (*tm_row_fn)(const void *p, const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step,
+                          int8_t *out, int32_t n);
+
+/* Every row of the broadcast box bc, in order, through `row` (p: the op's params, passed on);
+ * shared with the DSP kernels of the same ops (firmware/kernels/armv7em). */
+void tm_broadcast_rows(const tm_broadcast *bc, const void *p, const int8_t *a, const int8_t *b, int8_t *out,
+                       tm_row_fn row);
+
 /* Write output elements in order, each right after reading its two operands: the planner's
  * raster rule (tinymem/ops/elementwise.py) derives the allowed overlaps from that.
  * The *_const forms take operand b from p->b_const (both ops are symmetric in a and b, so
