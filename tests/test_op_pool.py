@@ -96,6 +96,7 @@ MEAN_CASES = [
     ((1, 4, 5, 6), [0, 1, 2, 3]),
     ((2, 3, 4, 5, 2), [1, 3]),
     ((1, 1, 12, 5), [1, 2, 1]),
+    ((2, 1, 5, 3), [1]),  # only an axis of extent 1: no reduced dimension left, one element a sum
 ]
 
 

@@ -64,14 +64,22 @@ void tm_max_pool_s8(const tm_pool_params *p, const int8_t *input, int8_t *output
 
 void tm_mean_s8(const tm_mean_params *p, const int8_t *input, int8_t *output)
 {
+    /* The innermost reduced dimension is a plain strided loop (the whole box, usually: codegen
+     * merges contiguous axes, and H x W of a global average pool is one); the index walk covers
+     * the others. No reduced dimension: one element. */
+    const int32_t last = p->red_dims - 1;
+    const int32_t n = last >= 0 ? p->red_shape[last] : 1, step = last >= 0 ? p->red_stride[last] : 0;
     int32_t out_idx[TM_MAX_DIMS] = {0};
     do {
         const int8_t *base = input + tm_index_offset(out_idx, p->out_stride, p->out_dims);
         int32_t red_idx[TM_MAX_DIMS] = {0};
         int32_t sum = 0;
         do {
-            sum += base[tm_index_offset(red_idx, p->red_stride, p->red_dims)];
-        } while (tm_index_next(red_idx, p->red_shape, p->red_dims));
+            const int8_t *x = base + tm_index_offset(red_idx, p->red_stride, last);
+            for (int32_t i = 0; i < n; ++i) {
+                sum += x[i * step];
+            }
+        } while (tm_index_next(red_idx, p->red_shape, last));
         /* QuantizedMeanOrSum's int32 MultiplyByQuantizedMultiplier: double rounding in LiteRT. */
         const int32_t acc = tm_requantize_double_rounding(sum - p->sum_offset, p->multiplier, p->shift)
                           + p->output_offset;
