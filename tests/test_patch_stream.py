@@ -32,7 +32,6 @@ from tinymem.ops import opdef
 from tinymem.plan import make_plan
 from tinymem.plan.patch import Analysis, Schedule, make_patch_plan, stage_estimate, stage_plan
 from tinymem.plan.patch_search import enumerate_schedules, search
-from tinymem.sim import build_host
 from tinymem.sim.host import WARN_FLAGS, host_cc
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
@@ -47,6 +46,13 @@ def streamed_schedules(rng, g, n, max_grid=5):
     scheds = [s for s in enumerate_schedules(an, max_grid, stream=True) if stage_plan(an, s, exact=False) is not None]
     picks = [scheds[int(k)] for k in rng.choice(len(scheds), size=min(n, len(scheds)), replace=False)] if scheds else []
     return an, picks
+
+
+def random_streamed(seed: int, n: int):
+    """A random CNN of 4-8 ops (seeded) and up to n of its streamed schedules: (g, analysis, picks)."""
+    rng = np.random.default_rng(seed)
+    g = parse_tflite(random_cnn(rng, n_ops=int(rng.integers(4, 9))), "random")
+    return (g, *streamed_schedules(rng, g, n))
 
 
 # --- bit-exact ---------------------------------------------------------------------------------------
@@ -95,9 +101,7 @@ def test_sim_cli_streams(tmp_path, capsys):
 @pytest.mark.parametrize("seed", range(6))
 def test_streamed_windows_match_masks(seed):
     """The window each patch fetches is exactly the bounding box of the input pixels its taps read."""
-    rng = np.random.default_rng(4100 + seed)
-    g = parse_tflite(random_cnn(rng, n_ops=int(rng.integers(4, 9))), "random")
-    an, picks = streamed_schedules(rng, g, 3)
+    g, an, picks = random_streamed(4100 + seed, 3)
     for sched in picks:
         assert check_windows(g, an, sched)
         sp = stage_plan(an, sched)
@@ -200,9 +204,7 @@ def test_streamed_peak_painted(name, sched):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_streamed_peak_painted_random(seed):
-    rng = np.random.default_rng(4200 + seed)
-    g = parse_tflite(random_cnn(rng, n_ops=int(rng.integers(4, 9))), "random")
-    an, picks = streamed_schedules(rng, g, 4)
+    g, an, picks = random_streamed(4200 + seed, 4)
     for sched in picks:
         plan = make_patch_plan(g, sched, an=an, quick=True)
         assert paint(g, plan) == [layer.live_bytes for layer in plan.layers]
